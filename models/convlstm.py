@@ -1,0 +1,418 @@
+"""ConvLSTM encoder-forecaster for video prediction (Shi et al. 2015; MindSpore ModelZoo ConvLSTM).
+
+Three pieces, each usable alone:
+
+* :class:`ConvLSTMCell`: one recurrent cell. Every cell in msforge's models follows the same small protocol so the
+  encoder-forecaster treats LSTM ``(h, c)`` and GRU ``(h,)`` states alike:
+
+  - ``cell.zero_state(batch, height, width)`` returns the initial state, a tuple of Tensors whose first item is ``h``;
+  - ``cell(x, *state)`` returns the next state, a tuple of the same length; ``state[0]`` is the cell's output.
+
+* :class:`EncoderForecaster`: a stack of cells over levels of decreasing resolution, unrolled over a fixed number of
+  frames. Its architecture is a plain dict of numbers (see :func:`seed_config`, :func:`cpu_small_config`); the cell
+  class is injected (``cell=ConvGRUCell`` gives a ConvGRU with the same layout).
+
+* :class:`ConvLSTMModule`: the msforge ``Module`` (training/validation/test/predict steps, optimizer, image logging).
+  Subclasses change ``cell_class`` to swap the recurrent cell (see ``models/convgru.py``).
+
+Tensors are ``(B, T, C, H, W)`` float32 with values in [0, 1].
+"""
+from msforge import Module, metrics  # first: msforge caps oneDNN's ISA before mindspore loads
+
+import mindspore as ms
+import numpy as np
+from mindspore import Tensor, nn, ops
+
+__all__ = [
+    "ConvLSTMCell", "EncoderForecaster", "ConvLSTMModule", "seed_config", "cpu_small_config", "PRESETS",
+    "space_to_depth", "depth_to_space", "group_count", "count_parameters",
+]
+
+OUTPUT_ACTIVATIONS = ("none", "sigmoid", "leaky_relu")
+
+
+# -- helpers -------------------------------------------------------------------------------------------------------
+def group_count(channels, per_group=32):
+    """GroupNorm groups for ``channels``: ``channels // 32`` (at least 1), lowered until it divides ``channels``."""
+    groups = max(1, channels // per_group)
+    while channels % groups:
+        groups -= 1
+    return groups
+
+
+def space_to_depth(x, p):
+    """``(N, C, H, W) -> (N, C*p*p, H/p, W/p)``; channel ``c*p*p + i*p + j`` holds pixel ``(p*a + i, p*b + j)``.
+
+    Works on MindSpore Tensors (in graph mode too) and on numpy arrays. ``p == 1`` returns ``x`` unchanged.
+    """
+    if p == 1:
+        return x
+    n, c, h, w = x.shape
+    x = x.reshape(n, c, h // p, p, w // p, p).transpose(0, 1, 3, 5, 2, 4)
+    return x.reshape(n, c * p * p, h // p, w // p)
+
+
+def depth_to_space(x, p):
+    """Exact inverse of :func:`space_to_depth`: ``(N, C*p*p, h, w) -> (N, C, h*p, w*p)``."""
+    if p == 1:
+        return x
+    n, cpp, h, w = x.shape
+    c = cpp // (p * p)
+    x = x.reshape(n, c, p, p, h, w).transpose(0, 1, 4, 2, 5, 3)
+    return x.reshape(n, c, h * p, w * p)
+
+
+def count_parameters(cell):
+    """Number of trainable scalars of a Cell."""
+    return int(sum(np.prod(p.shape) for p in cell.trainable_params()))
+
+
+def tanh(x):
+    """``tanh(x)`` as ``2*sigmoid(2x) - 1``: MindSpore 2.10's CPU Tanh kernel is off by up to 1e-4 for |x| in 4..6
+    (an approximation), its Sigmoid by < 1e-6; this form is within 2e-6 everywhere, for two cheap elementwise ops."""
+    return 2.0 * ops.sigmoid(2.0 * x) - 1.0
+
+
+def _conv(in_channels, out_channels, kernel_size, stride=1):
+    # explicit symmetric padding k//2 (as PyTorch padding=k//2), not pad_mode="same", which pads stride-2 convs
+    # asymmetrically; the output size is the same.
+    return nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, pad_mode="pad",
+                     padding=kernel_size // 2, has_bias=True)
+
+
+# -- cell ----------------------------------------------------------------------------------------------------------
+class ConvLSTMCell(nn.Cell):
+    """ConvLSTM cell: one convolution over ``concat(x, h)`` gives the four gates (i, f, g, o order, as PyTorch).
+
+    ``gates = GroupNorm(conv([x, h]))`` (norm optional); ``i, f, o = sigmoid``, ``g = tanh``;
+    ``c' = f*c + i*g``; ``h' = o*tanh(c')``. ``construct(x, h, c) -> (h', c')``.
+    """
+
+    n_states = 2
+
+    def __init__(self, in_channels, hidden, kernel_size=5, norm=True):
+        super().__init__()
+        if kernel_size % 2 != 1:
+            raise ValueError(f"ConvLSTMCell(kernel_size={kernel_size}): must be odd to keep the frame size")
+        self.in_channels, self.hidden = in_channels, hidden
+        self.conv = _conv(in_channels + hidden, 4 * hidden, kernel_size)
+        self.norm = nn.GroupNorm(group_count(4 * hidden), 4 * hidden) if norm else None
+        self.split = ops.Split(axis=1, output_num=4)
+
+    def zero_state(self, batch, height, width):
+        zeros = ops.zeros((batch, self.hidden, height, width), ms.float32)
+        return (zeros, zeros)
+
+    def construct(self, x, h, c):
+        gates = self.conv(ops.concat((x, h), 1))
+        if self.norm is not None:
+            gates = self.norm(gates)
+        i, f, g, o = self.split(gates)
+        c = ops.sigmoid(f) * c + ops.sigmoid(i) * tanh(g)
+        h = ops.sigmoid(o) * tanh(c)
+        return (h, c)
+
+
+# -- architecture configs ------------------------------------------------------------------------------------------
+def seed_config(**overrides):
+    """The MindSpore ModelZoo ConvLSTM (jhhuang96/ConvLSTM-PyTorch layout) for 64x64 Moving MNIST: 9,032,225 params.
+
+    encoder  conv 1->16 3x3 | ConvLSTM 16->64 5x5 @64 | conv 64->64 s2 | ConvLSTM 64->96 5x5 @32
+             | conv 96->96 s2 | ConvLSTM 96->96 5x5 @16
+    forecast ConvLSTM 96->96 @16 (fed zeros) | deconv 96->96 4x4 s2 | ConvLSTM 96->96 @32 | deconv 96->96 4x4 s2
+             | ConvLSTM 96->64 @64 | conv 64->16 3x3 | conv 16->1 1x1
+    The zoo puts a LeakyReLU on the last conv too; here the output is linear (``output_activation="none"``): see
+    :class:`EncoderForecaster`. ``seed_config(output_activation="leaky_relu")`` is the zoo's exact network.
+    """
+    cfg = dict(in_channels=1, patch=1, hidden=(64, 96, 96), kernel_sizes=(5, 5, 5), downsample=(False, True, True),
+               stem_channels=16, head_channels=16, forecaster_input_channels=96, norm=True, n_target=10,
+               feed_predictions=False, output_activation="none")
+    cfg.update(overrides)
+    return cfg
+
+
+def cpu_small_config(**overrides):
+    """ConvLSTM at 16x16 on 4x4 patches (as the ConvLSTM paper): 2 encoder + 2 forecaster cells of 64, 5x5, no stem,
+    no downsampling, a 1x1 output conv: 2,666,512 params. The forecaster's first cell is fed zero frames (16
+    channels), or its own previous prediction with ``feed_predictions=True`` (same parameter count)."""
+    cfg = dict(in_channels=1, patch=4, hidden=(64, 64), kernel_sizes=(5, 5), downsample=(False, False),
+               stem_channels=None, head_channels=None, forecaster_input_channels=None, norm=True, n_target=10,
+               feed_predictions=False, output_activation="none")
+    cfg.update(overrides)
+    return cfg
+
+
+PRESETS = {"seed": seed_config, "cpu_small": cpu_small_config}
+
+
+# -- encoder-forecaster --------------------------------------------------------------------------------------------
+class EncoderForecaster(nn.Cell):
+    """Encoder-forecaster of recurrent conv cells, generic over the architecture and the cell class.
+
+    Level ``l`` (0 = full resolution) has a cell of ``hidden[l]`` channels and ``kernel_sizes[l]`` kernels.
+    Encoder, bottom-up: frames -> space-to-depth(patch) -> [stem conv 3x3] -> for each level: [stride-2 conv 3x3 if
+    ``downsample[l]``, channels kept] -> cell. Forecaster, top-down, its cells started from the encoder's final states:
+    the top cell is fed zeros (``forecaster_input_channels`` of them, default the frame's channels at that
+    resolution) or, with ``feed_predictions``, the previous predicted frame (the last input frame first), brought to
+    the top resolution by space-to-depth; each level is followed by a 4x4 stride-2 transposed conv where the encoder
+    downsampled; then [head conv 3x3] -> 1x1 conv to the frame's channels -> output activation -> depth-to-space.
+    Every conv but the last is followed by LeakyReLU(0.2).
+
+    Output activation (``output_activation``): "none" (default), "sigmoid" or "leaky_relu" (the zoo's choice).
+    Targets are in [0, 1], mostly exact 0 background on Moving MNIST. A linear output reaches 0 and 1 without
+    saturating; the steps clip predictions to [0, 1] for metrics and images. A sigmoid bounds the output but its
+    gradient vanishes exactly where most pixels sit (0), slowing MSE training; the zoo's LeakyReLU just shrinks
+    negative outputs 5x, i.e. a kinked linear output that bounds nothing.
+
+    Time is unrolled with Python loops over the static frame count (graph mode unrolls them). The convs that are not
+    recurrent (stem, downsampling, upsampling, head) run once over all ``B*T`` frames of a level, not per step.
+    ``construct(x: (B, T_in, C, H, W)) -> (B, n_target, C, H, W)``; H and W must be divisible by
+    ``patch * 2**(number of downsampling levels)``.
+    """
+
+    def __init__(self, cell=ConvLSTMCell, in_channels=1, patch=1, hidden=(64, 96, 96), kernel_sizes=5,
+                 downsample=None, stem_channels=None, head_channels=None, forecaster_input_channels=None, norm=True,
+                 n_target=10, feed_predictions=False, output_activation="none", negative_slope=0.2):
+        super().__init__()
+        hidden = tuple(int(h) for h in hidden)
+        levels = len(hidden)
+        kernel_sizes = (kernel_sizes,) * levels if isinstance(kernel_sizes, int) else tuple(kernel_sizes)
+        downsample = (False,) * levels if downsample is None else tuple(bool(d) for d in downsample)
+        if levels == 0 or len(kernel_sizes) != levels or len(downsample) != levels:
+            raise ValueError(f"hidden {hidden}, kernel_sizes {kernel_sizes} and downsample {downsample} must be "
+                             "non-empty and of equal length (one entry per level)")
+        if output_activation not in OUTPUT_ACTIVATIONS:
+            raise ValueError(f"output_activation={output_activation!r}: expected one of {OUTPUT_ACTIVATIONS}")
+        self.patch, self.n_target, self.levels = int(patch), int(n_target), levels
+        self.hidden, self.downsample = hidden, downsample
+        self.frame_channels = in_channels * self.patch ** 2  # channels of a frame after space-to-depth
+        self.top_factor = 2 ** sum(downsample)  # resolution ratio between level 0 input and the top level
+        feedback_channels = self.frame_channels * self.top_factor ** 2
+        if forecaster_input_channels is None:
+            forecaster_input_channels = feedback_channels
+        if feed_predictions and forecaster_input_channels != feedback_channels:
+            raise ValueError(f"feed_predictions=True feeds the top forecaster cell {feedback_channels} channels (a "
+                             f"frame at the top resolution), but forecaster_input_channels={forecaster_input_channels}"
+                             "; pass forecaster_input_channels=None")
+        self.feed_predictions = bool(feed_predictions)
+        self.fc_in_channels = int(forecaster_input_channels)
+        self.output_activation = output_activation
+        self.act = nn.LeakyReLU(negative_slope)
+
+        channels = self.frame_channels
+        self.stem = None
+        if stem_channels:
+            self.stem = _conv(channels, stem_channels, 3)
+            channels = stem_channels
+        enc_cells, fc_cells, down, up = [], [], [], []
+        down_index, up_index = [], []
+        for level in range(levels):
+            if downsample[level]:
+                down_index.append(len(down))
+                down.append(_conv(channels, channels, 3, stride=2))
+            else:
+                down_index.append(-1)
+            enc_cells.append(cell(channels, hidden[level], kernel_sizes[level], norm=norm))
+            fc_in = self.fc_in_channels if level == levels - 1 else hidden[level + 1]
+            fc_cells.append(cell(fc_in, hidden[level], kernel_sizes[level], norm=norm))
+            if downsample[level]:
+                up_index.append(len(up))
+                up.append(nn.Conv2dTranspose(hidden[level], hidden[level], 4, stride=2, pad_mode="pad", padding=1,
+                                             has_bias=True))
+            else:
+                up_index.append(-1)
+            channels = hidden[level]
+        self.enc_cells, self.fc_cells = nn.CellList(enc_cells), nn.CellList(fc_cells)
+        self.down, self.up = nn.CellList(down), nn.CellList(up)
+        self.down_index, self.up_index = tuple(down_index), tuple(up_index)
+        self.head = _conv(hidden[0], head_channels, 3) if head_channels else None
+        self.out = _conv(head_channels or hidden[0], self.frame_channels, 1)
+
+    # ---------------------------------------------------------------------------------------------------------------
+    def _unroll(self, cell, seq, state):
+        """Run ``cell`` over ``seq`` (B, T, C, h, w) from ``state``; return the stacked outputs and the last state."""
+        outputs = []
+        for t in range(seq.shape[1]):
+            state = cell(seq[:, t], *state)
+            outputs.append(state[0])
+        return ops.stack(outputs, 1), state
+
+    def _output(self, frames):
+        """Head over ``(N, hidden[0], h, w)`` -> frames ``(N, C*p*p, h, w)`` after the output activation."""
+        if self.head is not None:
+            frames = self.act(self.head(frames))
+        frames = self.out(frames)
+        if self.output_activation == "sigmoid":
+            frames = ops.sigmoid(frames)
+        elif self.output_activation == "leaky_relu":
+            frames = self.act(frames)
+        return frames
+
+    def _upsample(self, level, frames):
+        if self.up_index[level] >= 0:
+            frames = self.act(self.up[self.up_index[level]](frames))
+        return frames
+
+    def encode(self, x):
+        """Encoder over ``x`` (B, T, C, H, W); returns the final state tuple of every level, bottom first."""
+        b, t, c, height, width = x.shape
+        frames = space_to_depth(x.reshape(b * t, c, height, width), self.patch)
+        if self.stem is not None:
+            frames = self.act(self.stem(frames))
+        states = ()
+        for level in range(self.levels):
+            if self.down_index[level] >= 0:
+                frames = self.act(self.down[self.down_index[level]](frames))
+            _, ch, h, w = frames.shape
+            cell = self.enc_cells[level]
+            outputs, state = self._unroll(cell, frames.reshape(b, t, ch, h, w), cell.zero_state(b, h, w))
+            states = states + (state,)
+            frames = outputs.reshape(b * t, self.hidden[level], h, w)
+        return states
+
+    def construct(self, x):
+        b, _, c, height, width = x.shape
+        states = self.encode(x)
+        p, n = self.patch, self.n_target
+        top = self.levels - 1
+        h_top, w_top = height // p // self.top_factor, width // p // self.top_factor
+        if self.feed_predictions:
+            frames = self._forecast_fed(x, states, h_top, w_top)
+        else:  # level by level: the non-recurrent convs run once over all B*n frames
+            seq = ops.zeros((b, n, self.fc_in_channels, h_top, w_top), ms.float32)
+            for level in range(top, -1, -1):
+                outputs, _ = self._unroll(self.fc_cells[level], seq, states[level])
+                _, _, ch, h, w = outputs.shape
+                upsampled = self._upsample(level, outputs.reshape(b * n, ch, h, w))
+                _, ch, h, w = upsampled.shape
+                seq = upsampled.reshape(b, n, ch, h, w)
+            _, _, ch, h, w = seq.shape
+            frames = self._output(seq.reshape(b * n, ch, h, w))
+        frames = depth_to_space(frames, p)
+        return frames.reshape(b, n, c, height, width)
+
+    def _forecast_fed(self, x, states, h_top, w_top):
+        """Forecaster fed its own previous prediction, step by step; returns frames (B*n, C*p*p, h, w)."""
+        b, _, c, height, width = x.shape
+        p, top = self.patch, self.levels - 1
+        prev = space_to_depth(x[:, -1], p)  # last observed frame, (B, C*p*p, H/p, W/p)
+        predictions = []
+        for _ in range(self.n_target):
+            inp = space_to_depth(prev, self.top_factor)
+            new_states = ()
+            for level in range(top, -1, -1):
+                state = self.fc_cells[level](inp, *states[level])
+                new_states = (state,) + new_states
+                inp = self._upsample(level, state[0])
+            states = new_states
+            prev = self._output(inp)
+            predictions.append(prev)
+        return ops.stack(predictions, 1).reshape(b * self.n_target, c * p * p, height // p, width // p)
+
+
+# -- msforge Module ------------------------------------------------------------------------------------------------
+LOSSES = ("mse", "mae", "mse+mae")
+
+
+def _numpy(x):
+    return x.asnumpy() if isinstance(x, Tensor) else np.asarray(x)
+
+
+def _tensor(x):
+    return x if isinstance(x, Tensor) else Tensor(np.asarray(x, dtype=np.float32))
+
+
+class ConvLSTMModule(Module):
+    """ConvLSTM encoder-forecaster as an msforge Module.
+
+    ``preset``: "cpu_small" or "seed" (see :data:`PRESETS`); any architecture key of the preset can be overridden by
+    keyword (``patch=2, hidden=(32, 32), kernel_sizes=(3, 3), feed_predictions=True, ...``).
+    ``loss``: training loss, "mse" (mean squared error over all elements), "mae" or "mse+mae".
+    ``lr``/``weight_decay``: Adam's. For a learning-rate schedule override :meth:`lr_schedule`.
+    Subclasses swap the recurrent cell by setting ``cell_class``.
+    """
+
+    cell_class = ConvLSTMCell
+
+    def __init__(self, preset="cpu_small", lr=1e-3, weight_decay=0.0, loss="mse", **arch):
+        super().__init__()
+        self.save_hyperparameters()
+        if preset not in PRESETS:
+            raise ValueError(f"preset={preset!r}: expected one of {sorted(PRESETS)}")
+        if loss not in LOSSES:
+            raise ValueError(f"loss={loss!r}: expected one of {LOSSES}")
+        config = PRESETS[preset]()
+        unknown = sorted(set(arch) - set(config))
+        if unknown:
+            raise TypeError(f"{type(self).__name__}: unknown argument(s) {unknown}; architecture keys are "
+                            f"{sorted(config)}")
+        config.update(arch)
+        self.config = config
+        self.loss_name = loss
+        self.net = EncoderForecaster(cell=self.cell_class, **config)
+
+    def construct(self, inputs):
+        return self.net(inputs)
+
+    def compute_loss(self, pred, target):
+        """Training loss as a Tensor (also used for ``val_loss``)."""
+        err = pred - target
+        if self.loss_name == "mse":
+            return ops.mean(err * err)
+        if self.loss_name == "mae":
+            return ops.mean(ops.abs(err))
+        return ops.mean(err * err) + ops.mean(ops.abs(err))
+
+    def training_step(self, batch):
+        inputs, targets = batch
+        pred = self.construct(inputs)
+        err = pred - targets
+        pixels = targets.shape[2] * targets.shape[3] * targets.shape[4]
+        # "mse"/"mae": per-frame sums over pixels averaged over frames, as val_mse/val_mae (on unclipped predictions)
+        return {"loss": self.compute_loss(pred, targets), "mse": ops.mean(err * err) * pixels,
+                "mae": ops.mean(ops.abs(err)) * pixels}
+
+    def predict_frames(self, inputs):
+        """Predictions for ``inputs`` (numpy or Tensor, (B, T, C, H, W)) as numpy clipped to [0, 1]."""
+        return np.clip(_numpy(self(_tensor(inputs))), 0.0, 1.0)
+
+    def _evaluate(self, batch, prefix):
+        inputs, targets = batch[0], _numpy(batch[1])
+        pred = self.predict_frames(inputs)
+        batch_size = targets.shape[0]
+        if prefix == "val":
+            loss = float(self.compute_loss(Tensor(pred), Tensor(targets.astype(np.float32))).asnumpy())
+            self.log("val_loss", loss, prog_bar=True, batch_size=batch_size)
+        values = metrics.video_metrics(pred, targets)
+        for name in ("mse", "mae", "ssim", "psnr"):
+            self.log(f"{prefix}_{name}", values[name], prog_bar=prefix == "test" and name == "mse",
+                     batch_size=batch_size)
+        return values
+
+    def validation_step(self, batch, batch_idx):
+        return self._evaluate(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        return self._evaluate(batch, "test")
+
+    def predict_step(self, batch, batch_idx):
+        """Predicted frames ``(B, n_target, C, H, W)`` as numpy, clipped to [0, 1]."""
+        inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self.predict_frames(inputs)
+
+    def images_for_logging(self, batch):
+        # the whole batch goes through the network (not batch[0:1]): a new batch size would recompile the graph
+        inputs, targets = _numpy(batch[0]), _numpy(batch[1])
+        pred = self.predict_frames(inputs)
+        return {"input": np.clip(inputs[0], 0, 1), "target": np.clip(targets[0], 0, 1), "prediction": pred[0]}
+
+    def lr_schedule(self):
+        """Hook: return a learning rate for Adam: a float, a list per step or a ``nn.LearningRateSchedule``.
+
+        Default: the constant ``lr``. E.g. ``nn.CosineDecayLR(1e-5, self.hparams.lr, total_steps)``.
+        """
+        return self.hparams.lr
+
+    def configure_optimizers(self):
+        return nn.Adam(self.trainable_params(), learning_rate=self.lr_schedule(),
+                       weight_decay=self.hparams.weight_decay)

@@ -1,0 +1,99 @@
+"""One checkpoint = one MindSpore .ckpt file, written atomically, holding the weights under their own names, the
+optimizer and loss-scale state, and the trainer state as JSON (no pickle anywhere).
+
+``mindspore.save_checkpoint`` deletes the old file before writing the new one, so it is only ever called on a temporary
+name in the same folder; the file is fsynced and moved over the final name with ``os.replace``. A process killed at any
+instant leaves either the old or the new checkpoint, never neither. ``crc_check=True`` catches flipped bytes on load.
+"""
+import json
+import os
+
+import mindspore as ms
+import numpy as np
+from mindspore import Tensor, ops
+
+STATE_KEY = "msforge_state"
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used: missing, corrupted, or from another model. The message is one line."""
+
+
+def save(path, named_params, state: dict):
+    """Write ``named_params`` ((name, Parameter) pairs) and ``state`` (JSON-able) to ``path`` atomically."""
+    path = os.path.abspath(path)
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}.ckpt")
+    try:
+        ms.save_checkpoint([{"name": n, "data": p} for n, p in named_params], tmp,
+                           append_dict={STATE_KEY: json.dumps(state, default=_json_default)}, crc_check=True)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # make the rename itself durable
+    finally:
+        os.close(dir_fd)
+    return path
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return repr(value)
+
+
+def load(path):
+    """Read a checkpoint: returns ``(params, state)``, params a dict name -> numpy array, state a dict (``{}`` for a
+    plain MindSpore checkpoint without msforge state)."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {path!r} does not exist")
+    try:
+        raw = ms.load_checkpoint(path, crc_check=True)
+    except (ValueError, RuntimeError, OSError, TypeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"checkpoint {path!r} is truncated or corrupted and cannot be read ({first})") from None
+    state = {}
+    if STATE_KEY in raw:
+        state = json.loads(str(raw.pop(STATE_KEY)))
+    params = {name: value.asnumpy() for name, value in raw.items() if hasattr(value, "asnumpy")}
+    return params, state
+
+
+def check_match(path, params, named_targets, require_all=True):
+    """Raise CheckpointError naming the first mismatched parameters between a file and the model's parameters."""
+    targets = dict(named_targets)
+    problems = []
+    missing = [n for n in targets if n not in params]
+    if missing and require_all:
+        problems.append(f"missing {_names(missing)}")
+    for name, target in targets.items():
+        if name in params and tuple(params[name].shape) != tuple(target.shape):
+            problems.append(f"{name!r} has shape {tuple(params[name].shape)} in the file but {tuple(target.shape)} "
+                            "in the model")
+            break
+    model_weights_found = any(n in params for n in targets)
+    if not model_weights_found:
+        problems.insert(0, f"none of the model's parameters are in it (it holds {_names(list(params))})")
+    if problems:
+        raise CheckpointError(f"checkpoint {path!r} does not match this model: {'; '.join(problems)}")
+
+
+def _names(names, shown=3):
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(repr(n) for n in names[:shown]) + more
+
+
+def assign(named_targets, params):
+    """Copy values into parameters with ``ops.assign``: unlike ``set_data`` it reaches graphs already compiled."""
+    for name, target in named_targets:
+        if name in params:
+            ops.assign(target, Tensor(params[name].astype(ms.dtype_to_nptype(target.dtype), copy=False)))

@@ -1,0 +1,138 @@
+"""The one compiled training step.
+
+``TrainStep.construct`` runs, in this order: forward (``module.training_step``) and gradients of the scaled loss;
+accumulation over micro-batches; then, on update steps only: data-parallel gradient reduction, unscaling, the finite
+check (an overflowed update is skipped and the dynamic scale adjusted), gradient clipping, the optimizer.
+
+Every feature is a constructor argument, so its branch is a compile-time constant and a plain step compiles with none
+of them. Whether a call updates the weights is a Python bool argument: MindSpore compiles one graph for ``True`` and,
+only when accumulating, one for ``False``, so the host always knows which calls changed the weights.
+"""
+from dataclasses import dataclass
+
+import mindspore as ms
+from mindspore import Parameter, Tensor, nn, ops
+
+
+@dataclass(frozen=True)
+class LossScale:
+    """Loss scaling: a static ``init`` scale, or a dynamic one that is divided by ``factor`` on overflow (never below 1)
+    and multiplied by it after ``window`` clean updates in a row."""
+
+    init: float = 2.0**16
+    dynamic: bool = True
+    factor: float = 2.0
+    window: int = 1000
+
+    @classmethod
+    def from_arg(cls, value):
+        """Trainer's ``loss_scale`` argument: None, a number (static), "dynamic", or a dict of init/factor/window."""
+        if value is None:
+            return None
+        if isinstance(value, bool):
+            raise ValueError(f"loss_scale={value!r}: use None, a number, 'dynamic' or a dict with init/factor/window")
+        if isinstance(value, (int, float)):
+            if value <= 0:
+                raise ValueError(f"loss_scale={value!r}: a static loss scale must be positive")
+            return cls(init=float(value), dynamic=False)
+        if value == "dynamic":
+            return cls()
+        if isinstance(value, dict):
+            unknown = set(value) - {"init", "factor", "window"}
+            if unknown:
+                raise ValueError(f"loss_scale has unknown keys {sorted(unknown)}; valid keys: init, factor, window")
+            scale = cls(**{"init": 2.0**16, "factor": 2.0, "window": 1000, **value})
+            if scale.init < 1 or scale.factor <= 1 or int(scale.window) < 1:
+                raise ValueError(f"loss_scale={value!r}: need init >= 1, factor > 1, window >= 1")
+            return scale
+        raise ValueError(f"loss_scale={value!r}: use None, a number, 'dynamic' or a dict with init/factor/window")
+
+
+class TrainStep(nn.Cell):
+    """Compiled train step over ``module.training_step``; call as ``step(is_update, batch)`` with batch a tuple of Tensors.
+
+    Returns ``(outputs, finite, scale)``: what ``training_step`` returned (a Tensor or dict of scalar Tensors), whether
+    the update's gradients were finite (always True without loss scaling), and the loss scale this step used.
+    """
+
+    def __init__(self, module, optimizer, accumulate_grad_batches=1, gradient_clip_val=None,
+                 gradient_clip_algorithm="norm", loss_scale: LossScale = None, grad_reducer=None):
+        # auto_prefix=False keeps the weights' own names (not "module.fc.weight") so checkpoints load into the bare model
+        super().__init__(auto_prefix=False)
+        self.module = module
+        self.optimizer = optimizer
+        self.weights = optimizer.parameters
+        self.accumulate = int(accumulate_grad_batches)
+        self.micro_weight = 1.0 / self.accumulate  # each micro-batch's share of the accumulated loss
+        self.clip_val = None if gradient_clip_val is None else float(gradient_clip_val)
+        self.clip_by_norm = gradient_clip_algorithm == "norm"
+        self.loss_scale_config = loss_scale
+        self.grad_reducer = grad_reducer
+        self.grad_fn = ops.value_and_grad(self.forward, None, self.weights, has_aux=True)
+        if self.accumulate > 1:
+            self.accum_grads = self.weights.clone(prefix="accum_grads", init="zeros")
+        if loss_scale is not None:
+            self.loss_scale = Parameter(Tensor(loss_scale.init, ms.float32), name="loss_scale", requires_grad=False)
+            self.clean_updates = Parameter(Tensor(0, ms.int32), name="loss_scale_clean_updates", requires_grad=False)
+
+    def forward(self, batch, scale):
+        out = self.module.training_step(batch)
+        if isinstance(out, dict):
+            loss = out["loss"]
+        else:
+            loss = out
+        if self.accumulate > 1:
+            loss = loss * self.micro_weight
+        if self.loss_scale_config is not None:
+            loss = loss * scale
+        return loss, out
+
+    def construct(self, is_update, batch):
+        # One return statement only: MindSpore 2.10 mis-wires value_and_grad's aux output when construct returns early.
+        scale = self.loss_scale * 1.0 if self.loss_scale_config is not None else ops.ones((), ms.float32)
+        (_, out), grads = self.grad_fn(batch, scale)
+        finite = ops.ones((), ms.bool_)
+        if self.accumulate > 1:
+            grads = self._accumulate(grads, is_update)
+        if is_update:
+            finite = self._update(grads, scale)
+        return out, finite, scale
+
+    def _update(self, grads, scale):
+        if self.grad_reducer is not None:
+            grads = self.grad_reducer(grads)
+        finite = ops.ones((), ms.bool_)
+        if self.loss_scale_config is None:
+            self.optimizer(self._clip(grads))
+        else:
+            grads = tuple(g * (1.0 / scale) for g in grads)
+            finite = ops.stack([ops.isfinite(g).all() for g in grads]).all()
+            if self.loss_scale_config.dynamic:
+                self._update_scale(finite)
+            if finite:
+                self.optimizer(self._clip(grads))
+        return finite
+
+    def _accumulate(self, grads, is_update):
+        summed = tuple(a + g for a, g in zip(self.accum_grads, grads))
+        keep = not is_update  # an update consumes the sum, so the buffers restart from zero
+        for a, s in zip(self.accum_grads, summed):
+            ops.assign(a, s if keep else ops.zeros_like(s))
+        return summed
+
+    def _clip(self, grads):
+        if self.clip_val is None:
+            return grads
+        if self.clip_by_norm:
+            return ops.clip_by_global_norm(grads, self.clip_val)
+        return tuple(ops.clip_by_value(g, -self.clip_val, self.clip_val) for g in grads)
+
+    def _update_scale(self, finite):
+        cfg = self.loss_scale_config
+        scale, clean = self.loss_scale, self.clean_updates
+        clean = ops.select(finite, clean + 1, ops.zeros_like(clean))
+        grow = clean >= cfg.window
+        grown = ops.select(grow, scale * cfg.factor, scale)
+        shrunk = ops.maximum(scale / cfg.factor, ops.ones_like(scale))
+        ops.assign(self.loss_scale, ops.select(finite, grown, shrunk))
+        ops.assign(self.clean_updates, ops.select(grow, ops.zeros_like(clean), clean))

@@ -1,0 +1,896 @@
+"""The Trainer: the only training loop, readable from ``fit`` down to one optimizer step.
+
+fit -> _train_epoch -> _train_batch -> the compiled ``TrainStep`` (msforge/train_step.py) -> optimizer update.
+Validation, test and predict share ``_run_eval``. Checkpoint files are written by ``save_checkpoint`` and read back by
+``_restore``; callbacks only decide when and where.
+"""
+import datetime
+import itertools
+import math
+import os
+import signal
+import sys
+import time
+
+import mindspore as ms
+import numpy as np
+from mindspore import Tensor, nn
+
+from msforge import checkpoint as ckpt_io
+from msforge.callback import Callback
+from msforge.data import DataLoader
+from msforge.module import Module, find_self_call
+from msforge.results import EpochMeans, to_float
+from msforge.schedulers import ReduceLROnPlateau
+from msforge.seed import seed_everything
+from msforge.train_step import LossScale, TrainStep
+
+PRECISIONS = {"32": None, "32-true": None, "16-mixed": ms.float16, "bf16-mixed": ms.bfloat16}
+DEVICE_TARGETS = ("auto", "CPU", "GPU", "Ascend")
+MODES = {"graph": ms.GRAPH_MODE, "pynative": ms.PYNATIVE_MODE}
+CLIP_ALGORITHMS = ("norm", "value")
+STRATEGIES = ("auto", "single", "data_parallel")
+
+
+class MisconfigurationError(ValueError):
+    """Bad arguments or a model the Trainer cannot run; the message is one line saying what to change."""
+
+
+def _choice(name, value, allowed):
+    if value not in allowed:
+        raise MisconfigurationError(f"{name}={value!r} is not supported; use one of {', '.join(map(repr, allowed))}")
+    return value
+
+
+def _parse_max_time(value):
+    """Lightning's formats: "DD:HH:MM:SS", a dict of timedelta arguments, a timedelta, or seconds."""
+    if value is None:
+        return None
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    if isinstance(value, dict):
+        return datetime.timedelta(**value).total_seconds()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        parts = value.split(":")
+        if len(parts) == 4 and all(p.strip().isdigit() for p in parts):
+            d, h, m, s = map(int, parts)
+            return datetime.timedelta(days=d, hours=h, minutes=m, seconds=s).total_seconds()
+    raise MisconfigurationError(f"max_time={value!r}: use 'DD:HH:MM:SS', a dict like {{'hours': 1}}, or seconds")
+
+
+def _limit(name, value, total):
+    """Lightning's limit_*_batches: None = all, int = that many batches, float = that fraction of the epoch."""
+    if value is None:
+        return total
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise MisconfigurationError(f"{name}={value!r}: use an int number of batches or a float fraction in [0, 1]")
+    if isinstance(value, float):
+        if value > 1:
+            raise MisconfigurationError(f"{name}={value!r}: a float is a fraction of the epoch and must be <= 1")
+        if math.isinf(total):
+            raise MisconfigurationError(f"{name}={value!r}: a fraction needs a dataloader with a length")
+        return int(total * value)
+    return min(value, total)
+
+
+class Trainer:
+    """Trains, validates, tests and predicts with a ``msforge.Module``; arguments as Lightning's Trainer."""
+
+    def __init__(self, max_epochs=None, max_steps=-1, max_time=None, limit_train_batches=None,
+                 limit_val_batches=None, limit_test_batches=None, limit_predict_batches=None, fast_dev_run=False,
+                 overfit_batches=0, num_sanity_val_steps=2, val_check_interval=None, check_val_every_n_epoch=1,
+                 log_every_n_steps=50, gradient_clip_val=None, gradient_clip_algorithm="norm",
+                 accumulate_grad_batches=1, precision="32", loss_scale=None, device_target="auto", mode="graph",
+                 deterministic=False, seed=None, callbacks=None, logger=True, enable_progress_bar=True,
+                 enable_checkpointing=True, default_root_dir=None, name="msforge_logs", version=None,
+                 strategy="auto", devices=1):
+        self.precision = _choice("precision", str(precision), tuple(PRECISIONS))
+        self.device_target = _choice("device_target", device_target, DEVICE_TARGETS)
+        self.mode = _choice("mode", mode, tuple(MODES))
+        self.gradient_clip_algorithm = _choice("gradient_clip_algorithm", gradient_clip_algorithm, CLIP_ALGORITHMS)
+        self.strategy = _choice("strategy", strategy, STRATEGIES)
+        if gradient_clip_val is not None and (isinstance(gradient_clip_val, bool) or gradient_clip_val <= 0):
+            raise MisconfigurationError(f"gradient_clip_val={gradient_clip_val!r}: must be a positive number or None")
+        if not isinstance(accumulate_grad_batches, int) or accumulate_grad_batches < 1:
+            raise MisconfigurationError(f"accumulate_grad_batches={accumulate_grad_batches!r}: must be an int >= 1")
+        if not isinstance(log_every_n_steps, int) or log_every_n_steps < 1:
+            raise MisconfigurationError(f"log_every_n_steps={log_every_n_steps!r}: must be an int >= 1")
+        if not isinstance(devices, int) or devices < 1:
+            raise MisconfigurationError(f"devices={devices!r}: must be an int >= 1")
+        self.loss_scale_config = self._loss_scale(loss_scale)
+        self.gradient_clip_val = gradient_clip_val
+        self.accumulate_grad_batches = accumulate_grad_batches
+        self.max_time = _parse_max_time(max_time)
+        self.fast_dev_run = int(fast_dev_run)  # True -> 1 batch
+        if self.fast_dev_run:
+            n = self.fast_dev_run
+            max_epochs, max_steps, num_sanity_val_steps = 1, n, 0
+            limit_train_batches = limit_val_batches = limit_test_batches = limit_predict_batches = n
+            logger, enable_checkpointing, val_check_interval = False, False, None
+        self.max_epochs = 1000 if max_epochs is None and max_steps == -1 else max_epochs
+        self.max_steps = max_steps
+        self.limits = {"train": limit_train_batches, "val": limit_val_batches, "test": limit_test_batches,
+                       "predict": limit_predict_batches}
+        self.overfit_batches = overfit_batches
+        self.num_sanity_val_steps = num_sanity_val_steps
+        self.val_check_interval = val_check_interval
+        self.check_val_every_n_epoch = check_val_every_n_epoch
+        self.log_every_n_steps = log_every_n_steps
+        self.deterministic = deterministic
+        self.seed = seed
+        self.default_root_dir = os.path.abspath(default_root_dir or os.getcwd())
+        self.name = name
+        self.version = version
+        self.distributed = strategy == "data_parallel" or devices > 1
+        self.global_rank, self.world_size = 0, 1
+        self.callbacks = self._default_callbacks(list(callbacks or []), logger, enable_checkpointing,
+                                                 enable_progress_bar)
+        # progress and results
+        self.current_epoch = 0
+        self.global_step = 0
+        self.skipped_steps = 0
+        self.loss_scale_value = None
+        self.should_stop = False
+        self.sanity_checking = False
+        self.interrupted = None
+        self.state = None
+        self.callback_metrics = {}
+        self.logged_metrics = {}
+        self.progress_bar_metrics = {}
+        self.module = None
+        self.datamodule = None
+        self.optimizer = None
+        self.lr_schedulers = []
+        self.train_step = None
+        self.num_training_batches = 0
+        self.train_dataloader = None
+        self._log_dir = None
+        self._log_target = None
+        self._batch_size = None
+        self._batches_done = 0
+        self._epoch_done = False
+        self._resume_batches = 0
+        self._train_means = EpochMeans()
+        self._fit_start_time = None
+        self._interrupt_signal = None
+
+    # == construction helpers ========================================================================================
+    @staticmethod
+    def _loss_scale(value):
+        try:
+            return LossScale.from_arg(value)
+        except ValueError as err:
+            raise MisconfigurationError(str(err)) from None
+
+    @staticmethod
+    def _default_callbacks(callbacks, logger, enable_checkpointing, enable_progress_bar):
+        for cb in callbacks:
+            if not isinstance(cb, Callback):
+                raise MisconfigurationError(f"callbacks must be msforge.Callback instances, got {type(cb).__name__}")
+        if not enable_checkpointing:
+            callbacks = [cb for cb in callbacks if not hasattr(cb, "best_model_path")]
+        if not enable_progress_bar:
+            callbacks = [cb for cb in callbacks if not getattr(cb, "is_progress_bar", False)]
+        if logger or enable_checkpointing or enable_progress_bar:
+            import callbacks as cbs  # the callbacks package installed beside msforge
+
+            def have(kind):
+                return any(isinstance(cb, kind) for cb in callbacks)
+
+            if enable_checkpointing and not have(cbs.ModelCheckpoint):
+                callbacks.append(cbs.ModelCheckpoint(save_last=True))
+            if logger and not have(cbs.TensorBoard):
+                callbacks.append(cbs.TensorBoard())
+            if logger and not have(cbs.CSVLogger):
+                callbacks.append(cbs.CSVLogger())
+            if enable_progress_bar and not have(cbs.ProgressBar):
+                callbacks.append(cbs.ProgressBar())
+        # callbacks that must see the others' results (ModelCheckpoint saves their state) declare a higher order
+        return sorted(callbacks, key=lambda cb: getattr(cb, "order", 0))
+
+    @property
+    def checkpoint_callbacks(self):
+        return [cb for cb in self.callbacks if hasattr(cb, "best_model_path")]
+
+    @property
+    def checkpoint_callback(self):
+        found = self.checkpoint_callbacks
+        return found[0] if found else None
+
+    @property
+    def is_global_zero(self):
+        return self.global_rank == 0
+
+    @property
+    def log_dir(self):
+        """``<default_root_dir>/<name>/version_<N>``: created on first use, N counting up, never reused."""
+        if self._log_dir is None:
+            root = os.path.join(self.default_root_dir, self.name)
+            if self.version is not None:
+                self._log_dir = os.path.join(root, str(self.version))
+                if self.is_global_zero:
+                    os.makedirs(self._log_dir, exist_ok=True)
+            else:
+                n = _next_version(root)
+                while True:
+                    path = os.path.join(root, f"version_{n}")
+                    if not self.is_global_zero:
+                        break
+                    try:
+                        os.makedirs(path)
+                        break
+                    except FileExistsError:
+                        n += 1
+                self._log_dir = path
+        return self._log_dir
+
+    @property
+    def estimated_stepping_batches(self):
+        """Optimizer updates this fit will make (for OneCycleLR's total_steps)."""
+        per_epoch = math.ceil(self.num_training_batches / self.accumulate_grad_batches)
+        total = per_epoch * self.max_epochs if self.max_epochs is not None else math.inf
+        return total if self.max_steps == -1 else min(total, self.max_steps)
+
+    # == public entry points ==========================================================================================
+    def fit(self, model, datamodule=None, train_dataloaders=None, val_dataloaders=None, ckpt_path=None):
+        """Train ``model``; with ``ckpt_path`` (a path, "last" or "best") continue exactly where it was saved."""
+        self._check_module(model)
+        resume = self._read_checkpoint(ckpt_path) if ckpt_path is not None else None
+        self._start("fit", model, datamodule)
+        train_loader = self._train_loader(train_dataloaders, datamodule)
+        val_loaders = self._loaders("val", val_dataloaders, datamodule, required=False)
+        if self.overfit_batches:
+            val_loaders = [train_loader]
+        self.optimizer, self.lr_schedulers = self._configure_optimizers(model)
+        self.train_step = self._build_train_step(model, self.optimizer)
+        if resume is not None:
+            self._restore(*resume, train_loader)
+        self._fit_start_time = time.monotonic()
+        previous_handlers = self._install_signal_handlers()
+        try:
+            self._call("on_fit_start")
+            if self.num_sanity_val_steps and val_loaders:
+                self._sanity_check(val_loaders)
+            self._call("on_train_start")
+            while not self._fit_done():
+                self._train_epoch(train_loader, val_loaders)
+                if self.interrupted:
+                    break
+            self._call("on_train_end")
+            self._call("on_fit_end")
+        except BaseException as err:
+            self._call_callbacks("on_exception", err)
+            raise
+        finally:
+            self._restore_signal_handlers(previous_handlers)
+            self._finish("fit")
+
+    def validate(self, model=None, dataloaders=None, ckpt_path=None, datamodule=None, verbose=True):
+        return self._evaluate("validate", model, dataloaders, ckpt_path, datamodule, verbose)
+
+    def test(self, model=None, dataloaders=None, ckpt_path=None, datamodule=None, verbose=True):
+        return self._evaluate("test", model, dataloaders, ckpt_path, datamodule, verbose)
+
+    def predict(self, model=None, dataloaders=None, ckpt_path=None, datamodule=None):
+        model = model or self.module
+        self._check_module(model, training=False)
+        weights = self._read_checkpoint(ckpt_path) if ckpt_path is not None else None
+        self._start("predict", model, datamodule)
+        if weights is not None:
+            self._load_weights(model, *weights)
+        loaders = self._loaders("predict", dataloaders, datamodule or self.datamodule)
+        try:
+            return self._run_eval("predict", loaders)
+        finally:
+            self._finish("predict")
+
+    def _evaluate(self, stage, model, dataloaders, ckpt_path, datamodule, verbose):
+        model = model or self.module
+        self._check_module(model, training=False)
+        weights = self._read_checkpoint(ckpt_path) if ckpt_path is not None else None
+        self._start(stage, model, datamodule)
+        if weights is not None:
+            self._load_weights(model, *weights)
+        kind = "val" if stage == "validate" else "test"
+        loaders = self._loaders(kind, dataloaders, datamodule or self.datamodule)
+        try:
+            results = self._run_eval("validation" if stage == "validate" else "test", loaders)
+        finally:
+            self._finish(stage)
+        if verbose and self.is_global_zero:
+            for i, metrics in enumerate(results):
+                shown = "  ".join(f"{k}={v:.6g}" for k, v in sorted(metrics.items()))
+                print(f"{stage} results{'' if len(results) == 1 else f' (dataloader {i})'}: {shown}")
+        return results
+
+    # == the fit loop =================================================================================================
+    def _fit_done(self):
+        if self.should_stop:
+            return True
+        if self.max_steps != -1 and self.global_step >= self.max_steps:
+            return True
+        if self.max_epochs is not None and self.current_epoch >= self.max_epochs:
+            return True
+        return self._time_is_up()
+
+    def _time_is_up(self):
+        return self.max_time is not None and time.monotonic() - self._fit_start_time >= self.max_time
+
+    def _train_epoch(self, loader, val_loaders):
+        start = self._resume_batches
+        self._resume_batches = 0
+        if start == 0:
+            self._train_means = EpochMeans()
+        n_batches = self.num_training_batches
+        epoch_start, samples = time.monotonic(), 0
+        self._call("on_train_epoch_start")
+        batch_idx = start - 1
+        for batch_idx, batch in self._iterate(loader, n_batches, start, epoch=self.current_epoch):
+            samples += self._train_batch(batch, batch_idx, n_batches)
+            self._batches_done = batch_idx + 1
+            if self._val_due_after(batch_idx, n_batches) and val_loaders:
+                self._run_eval("validation", val_loaders)
+            if self._stop_requested():
+                break
+        epoch_complete = batch_idx + 1 >= n_batches
+        self._end_epoch(epoch_complete, val_loaders, time.monotonic() - epoch_start, samples)
+
+    def _train_batch(self, batch, batch_idx, n_batches):
+        """One compiled step on one batch; returns the batch size."""
+        self._batch_size = _batch_size(batch)
+        self._call("on_train_batch_start", batch, batch_idx)
+        k = self.accumulate_grad_batches
+        is_update = k == 1 or (batch_idx + 1) % k == 0 or batch_idx + 1 == n_batches
+        if is_update:
+            self._call("on_before_optimizer_step", self.optimizer)
+        out, finite, scale = self._run_train_step(is_update, batch)
+        outputs = {name: to_float(v, name) for name, v in (out.items() if isinstance(out, dict) else [("loss", out)])}
+        if is_update:
+            self.global_step += 1
+            self.skipped_steps += 0 if bool(finite.asnumpy()) else 1
+        if self.loss_scale_config is not None:
+            self.loss_scale_value = to_float(scale)
+        step_metrics = {f"train_{name}": value for name, value in outputs.items()}
+        for name, value in step_metrics.items():
+            self._train_means.add(name, value, self._batch_size)
+        self.callback_metrics.update(step_metrics)
+        self.progress_bar_metrics["train_loss"] = outputs["loss"]
+        if is_update and self.global_step % self.log_every_n_steps == 0:
+            self.log_metrics({**step_metrics, **self._scale_metrics()})
+        if is_update:
+            self._step_schedulers("step")
+        self._log_target = self._train_means
+        self._call("on_train_batch_end", outputs, batch, batch_idx)
+        self._log_target = None
+        return self._batch_size
+
+    def _run_train_step(self, is_update, batch):
+        batch = ms.mutable(batch)  # a plain tuple of Tensors would be compiled in as constants
+        if self.train_step.has_run:
+            return self.train_step(is_update, batch)
+        try:
+            result = self.train_step(is_update, batch)
+        except Exception as err:  # the first call compiles: turn MindSpore's report into one line
+            first = next((ln.strip() for ln in str(err).splitlines() if ln.strip()), type(err).__name__)
+            hint = " Run with Trainer(mode='pynative') to find the line." if self.mode == "graph" else ""
+            raise MisconfigurationError(
+                f"training_step of {type(self.module).__name__} failed in its first step ({type(err).__name__}: "
+                f"{first}); it must return a loss Tensor or a dict with a 'loss' Tensor.{hint}") from None
+        self.train_step.has_run = True
+        return result
+
+    def _scale_metrics(self):
+        if self.loss_scale_config is None:
+            return {}
+        return {"loss_scale": self.loss_scale_value, "skipped_steps": float(self.skipped_steps)}
+
+    def _stop_requested(self):
+        if self._interrupt_signal is not None:
+            self._save_on_interrupt()
+            return True
+        return self._fit_done()
+
+    def _end_epoch(self, epoch_complete, val_loaders, seconds, samples):
+        epoch_metrics = {f"{name}_epoch": value for name, value in self._train_means.means().items()}
+        epoch_metrics.update({"epoch": float(self.current_epoch), "epoch_time": seconds,
+                              "throughput": samples / seconds if seconds > 0 else 0.0})
+        self.callback_metrics.update(epoch_metrics)
+        self.log_metrics(epoch_metrics)
+        if epoch_complete and not self.interrupted:
+            if val_loaders and self._val_due_at_epoch_end():
+                self._run_eval("validation", val_loaders)
+            self._step_schedulers("epoch")
+        # a checkpoint written from on_train_epoch_end resumes at the next epoch when this one is complete
+        self._epoch_done = epoch_complete
+        self._log_target = self._train_means
+        self._call("on_train_epoch_end")
+        self._log_target = None
+        self._epoch_done = False
+        if epoch_complete:
+            self.current_epoch += 1
+            self._batches_done = 0
+
+    def _val_due_after(self, batch_idx, n_batches):
+        """Mid-epoch validation from val_check_interval (an int = every N batches, a float = fraction of epoch)."""
+        interval = self.val_check_interval
+        if interval is None or self.overfit_batches or batch_idx + 1 >= n_batches:
+            return False
+        if isinstance(interval, float):
+            every = max(1, int(n_batches * interval))
+        else:
+            every = int(interval)
+        return (batch_idx + 1) % every == 0 and self._val_epoch_due()
+
+    def _val_due_at_epoch_end(self):
+        return self._val_epoch_due()
+
+    def _val_epoch_due(self):
+        every = self.check_val_every_n_epoch
+        return every is not None and (self.current_epoch + 1) % every == 0
+
+    def _step_schedulers(self, interval):
+        for config in self.lr_schedulers:
+            if config["interval"] != interval:
+                continue
+            count = self.global_step if interval == "step" else self.current_epoch + 1
+            if count % config["frequency"]:
+                continue
+            scheduler = config["scheduler"]
+            if isinstance(scheduler, ReduceLROnPlateau):
+                monitor = config.get("monitor") or "val_loss"
+                if monitor not in self.callback_metrics:
+                    if interval == "step":
+                        continue  # no validation yet this early in training
+                    raise MisconfigurationError(
+                        f"ReduceLROnPlateau monitors {monitor!r}, which is not among the logged metrics "
+                        f"{sorted(self.callback_metrics)}; log it or change lr_scheduler's 'monitor'")
+                scheduler.step(self.callback_metrics[monitor])
+            else:
+                scheduler.step()
+
+    def _sanity_check(self, val_loaders):
+        self.sanity_checking = True
+        self._call_callbacks("on_sanity_check_start")
+        self._run_eval("validation", val_loaders, limit=self.num_sanity_val_steps)
+        self._call_callbacks("on_sanity_check_end")
+        self.sanity_checking = False
+
+    # == validation, test and predict ================================================================================
+    def _run_eval(self, stage, loaders, limit=None):
+        """Run ``<stage>_step`` over every loader; returns one dict of epoch metrics per loader (predict: outputs)."""
+        module = self.module
+        step_fn = {"validation": module.validation_step, "test": module.test_step,
+                   "predict": module.predict_step}[stage]
+        kind = {"validation": "val", "test": "test", "predict": "predict"}[stage]
+        module.set_train(False)
+        self._call(f"on_{stage}_start")
+        self._call(f"on_{stage}_epoch_start")
+        means = [EpochMeans() for _ in loaders]
+        predictions = []
+        for dl_idx, loader in enumerate(loaders):
+            total = _length(loader)
+            n = limit if limit is not None else _limit(f"limit_{kind}_batches", self.limits[kind], total)
+            for batch_idx, batch in self._iterate(loader, n, 0):
+                self._batch_size = _batch_size(batch)
+                self._log_target = means[dl_idx]
+                args = (batch, batch_idx) if len(loaders) == 1 else (batch, batch_idx, dl_idx)
+                self._call(f"on_{stage}_batch_start", batch, batch_idx)
+                out = step_fn(*args)
+                if stage == "predict":
+                    predictions.append(out)
+                self._call(f"on_{stage}_batch_end", out, batch, batch_idx)
+        self._log_target = means[0]  # values logged from the epoch-end hooks count for the first loader
+        self._call(f"on_{stage}_epoch_end")
+        self._log_target = None
+        results = []
+        for dl_idx, m in enumerate(means):
+            suffix = "" if len(loaders) == 1 else f"/dataloader_idx_{dl_idx}"
+            results.append({f"{k}{suffix}": v for k, v in self._reduce_means(m).items()})
+        if stage != "predict" and not self.sanity_checking:
+            merged = {k: v for r in results for k, v in r.items()}
+            self.callback_metrics.update(merged)
+            self.progress_bar_metrics.update({k: v for k, v in merged.items() if k in self._prog_bar_names})
+            self.log_metrics(merged)
+        self._call(f"on_{stage}_end")
+        module.set_train(True)
+        return predictions if stage == "predict" else results
+
+    def _reduce_means(self, means):
+        """Epoch means over all ranks: every rank's weighted sums are added before dividing."""
+        if not self.distributed or self.world_size == 1:
+            return means.means()
+        from mindspore import ops
+
+        names = sorted(means.sums)
+        packed = Tensor(np.array([means.sums[n] for n in names] + [means.weights[n] for n in names], np.float64))
+        total = ops.AllReduce()(packed).asnumpy()
+        k = len(names)
+        return {n: float(total[i] / total[k + i]) if total[k + i] else math.nan for i, n in enumerate(names)}
+
+    # == logging ======================================================================================================
+    _prog_bar_names = set()
+
+    def log_from_module(self, name, value, prog_bar=False, on_step=False, on_epoch=True, batch_size=None):
+        """Where ``Module.log`` lands: step values go to the loggers now, epoch values into the running means."""
+        value = to_float(value, name)
+        if prog_bar:
+            self._prog_bar_names = self._prog_bar_names | {name}
+            self.progress_bar_metrics[name] = value
+        if self._log_target is None:  # outside any step: a plain value
+            self.callback_metrics[name] = value
+            self.log_metrics({name: value})
+            return
+        step_name = f"{name}_step" if on_step and on_epoch else name
+        epoch_name = f"{name}_epoch" if on_step and on_epoch else name
+        if on_step and not self.sanity_checking:
+            self.callback_metrics[step_name] = value
+            self.log_metrics({step_name: value})
+        if on_epoch:
+            self._log_target.add(epoch_name, value, batch_size or self._batch_size or 1)
+
+    def log_metrics(self, metrics):
+        """One logging event at the current global step, handed to every callback's ``on_log_metrics``."""
+        if not metrics or not self.is_global_zero:
+            return
+        self.logged_metrics.update(metrics)
+        for cb in self.callbacks:
+            cb.on_log_metrics(self, self.module, dict(metrics), self.global_step)
+
+    # == hooks ========================================================================================================
+    def _call_callbacks(self, hook, *args):
+        for cb in self.callbacks:
+            getattr(cb, hook)(self, self.module, *args)
+
+    def _call(self, hook, *args):
+        """Callbacks first, in list order, then the module: Lightning's order at every point."""
+        self._call_callbacks(hook, *args)
+        method = getattr(self.module, hook, None)
+        if method is not None:
+            method(*args)
+
+    # == setup and teardown ==========================================================================================
+    def _check_module(self, model, training=True):
+        if not isinstance(model, Module):
+            raise MisconfigurationError(f"the model must be an msforge.Module, got {type(model).__name__}")
+        if training and self.mode == "graph":
+            line = find_self_call(type(model).training_step)
+            if line is not None:
+                raise MisconfigurationError(
+                    f"{type(model).__name__}.training_step calls self(...) (line {line}), which MindSpore cannot "
+                    "compile inside the train step: write self.construct(...) instead")
+
+    def _start(self, stage, model, datamodule):
+        self._configure_context()
+        if self.seed is not None:
+            seed_everything(self.seed)
+        self.state = stage
+        self.module = model
+        model.trainer = self
+        if datamodule is not None:
+            self.datamodule = datamodule
+            datamodule.trainer = self
+            if self.is_global_zero:
+                datamodule.prepare_data()
+            datamodule.setup(stage)
+        self._call("setup", stage)
+
+    def _finish(self, stage):
+        self._call("teardown", stage)
+        if self.datamodule is not None:
+            self.datamodule.teardown(stage)
+        self.state = None
+
+    def _configure_context(self):
+        ms.set_context(mode=MODES[self.mode])
+        if self.device_target != "auto":
+            ms.set_device(self.device_target)
+        if self.deterministic:
+            ms.set_context(deterministic="ON")
+        if self.distributed and self.world_size == 1:
+            from mindspore.communication import get_group_size, get_rank, init
+
+            init()
+            self.global_rank, self.world_size = get_rank(), get_group_size()
+            ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True,
+                                         device_num=self.world_size)
+
+    def _configure_optimizers(self, model):
+        config = model.configure_optimizers()
+        schedulers = []
+        if isinstance(config, (tuple, list)) and len(config) == 2 and isinstance(config[0], (tuple, list)):
+            optimizers, scheds = config  # Lightning's ([optimizer], [scheduler]) form
+            config = {"optimizer": optimizers[0], "lr_scheduler": scheds[0] if scheds else None}
+        if isinstance(config, dict):
+            if "optimizer" not in config:
+                raise MisconfigurationError(f"configure_optimizers() returned a dict without 'optimizer': "
+                                            f"keys {sorted(config)}")
+            optimizer, sched = config["optimizer"], config.get("lr_scheduler")
+            if sched is not None:
+                sched = sched if isinstance(sched, dict) else {"scheduler": sched}
+                unknown = set(sched) - {"scheduler", "interval", "frequency", "monitor", "name", "strict"}
+                if unknown:
+                    raise MisconfigurationError(f"lr_scheduler has unknown keys {sorted(unknown)}; valid: scheduler, "
+                                                "interval, frequency, monitor, name, strict")
+                entry = {"interval": "epoch", "frequency": 1, "monitor": None, **sched}
+                _choice("lr_scheduler interval", entry["interval"], ("epoch", "step"))
+                schedulers.append(entry)
+        else:
+            optimizer = config
+        if not isinstance(optimizer, nn.Optimizer):
+            raise MisconfigurationError(
+                f"configure_optimizers() of {type(model).__name__} returned {type(optimizer).__name__}; return a "
+                "mindspore.nn optimizer or {'optimizer': opt, 'lr_scheduler': ...}")
+        return optimizer, schedulers
+
+    def _build_train_step(self, model, optimizer):
+        dtype = PRECISIONS[self.precision]
+        if dtype is not None:
+            ms.amp.auto_mixed_precision(model, "O2", dtype=dtype)
+        reducer = None
+        if self.distributed and self.world_size > 1:
+            reducer = nn.DistributedGradReducer(optimizer.parameters, mean=True, degree=self.world_size)
+        step = TrainStep(model, optimizer, accumulate_grad_batches=self.accumulate_grad_batches,
+                         gradient_clip_val=self.gradient_clip_val,
+                         gradient_clip_algorithm=self.gradient_clip_algorithm,
+                         loss_scale=self.loss_scale_config, grad_reducer=reducer)
+        step.set_train(True)
+        step.has_run = False
+        return step
+
+    # == data =========================================================================================================
+    def _train_loader(self, train_dataloaders, datamodule):
+        loader = self._loaders("train", train_dataloaders, datamodule)[0]
+        if self.overfit_batches:
+            n = _limit("overfit_batches", self.overfit_batches, _length(loader))
+            loader = list(itertools.islice(self._iterate(loader, n, 0), n))
+            loader = [batch for _, batch in loader]
+        self.train_dataloader = loader
+        self.num_training_batches = _limit("limit_train_batches", self.limits["train"], _length(loader))
+        if self.num_training_batches == 0:
+            raise MisconfigurationError("the training dataloader gives no batches (check its length and "
+                                        "limit_train_batches)")
+        return loader
+
+    def _loaders(self, kind, given, datamodule, required=True):
+        if given is None and datamodule is not None:
+            given = getattr(datamodule, {"train": "train_dataloader", "val": "val_dataloader",
+                                         "test": "test_dataloader", "predict": "predict_dataloader"}[kind])()
+        if given is None:
+            if required:
+                raise MisconfigurationError(f"no {kind} dataloader: pass one or a datamodule with {kind}_dataloader()")
+            return []
+        loaders = list(given) if isinstance(given, (list, tuple)) and not _is_batch_list(given) else [given]
+        if self.distributed and self.world_size > 1:
+            for loader in loaders:
+                if isinstance(loader, DataLoader):
+                    loader.shard(self.global_rank, self.world_size)
+        return loaders
+
+    def _iterate(self, loader, limit, start, epoch=None):
+        """Yield ``(batch_idx, batch)`` from ``start`` up to ``limit``; msforge DataLoaders skip without loading."""
+        if limit <= start:
+            return
+        if isinstance(loader, DataLoader):
+            loader.load_state_dict({"epoch": loader.epoch if epoch is None else epoch, "batches_consumed": start})
+            source = iter(loader)
+        else:
+            if epoch is not None and hasattr(loader, "set_epoch"):
+                loader.set_epoch(epoch)
+            if hasattr(loader, "create_tuple_iterator"):  # mindspore.dataset.Dataset
+                source = loader.create_tuple_iterator(num_epochs=1, output_numpy=True)
+            else:
+                source = iter(loader)
+            source = itertools.islice(source, start, None)
+        for batch_idx, batch in zip(range(start, limit), source):
+            yield batch_idx, _to_tensors(_check_batch(batch))
+
+    # == checkpoints ==================================================================================================
+    def save_checkpoint(self, path, weights_only=False):
+        """Write one .ckpt file atomically (rank 0 only); returns its path."""
+        if not self.is_global_zero:
+            return path
+        state = self._checkpoint_state(weights_only)
+        self._call("on_save_checkpoint", state)
+        cell = self.module if weights_only or self.train_step is None else self.train_step
+        return ckpt_io.save(path, _named_params(cell), state)
+
+    def _checkpoint_state(self, weights_only):
+        epoch_done = self._epoch_done
+        state = {
+            "msforge_version": _version("msforge"), "mindspore_version": ms.__version__,
+            "weights_only": weights_only,
+            "epoch": self.current_epoch + (1 if epoch_done else 0),
+            "global_step": self.global_step,
+            "batches_done": 0 if epoch_done else self._batches_done,
+            "skipped_steps": self.skipped_steps,
+            "train_means": EpochMeans().state_dict() if epoch_done else self._train_means.state_dict(),
+            "hparams": dict(getattr(self.module, "hparams", {}) or {}),
+        }
+        if not weights_only:
+            state["lr_schedulers"] = [c["scheduler"].state_dict() for c in self.lr_schedulers]
+            state["callbacks"] = {cb.state_key: cb.state_dict() for cb in self.callbacks}
+            if self.datamodule is not None:
+                state["datamodule"] = self.datamodule.state_dict()
+        return state
+
+    def _resolve_ckpt_path(self, ckpt_path):
+        if ckpt_path not in ("last", "best"):
+            return os.path.abspath(ckpt_path)
+        found = [cb for cb in self.checkpoint_callbacks]
+        if ckpt_path == "last":
+            path = next((cb.last_model_path for cb in found if cb.last_model_path), None) or _find_last(
+                os.path.join(self.default_root_dir, self.name), [getattr(cb, "dirpath", None) for cb in found])
+            if not path:
+                raise MisconfigurationError(f"ckpt_path='last': no last.ckpt found under "
+                                            f"{os.path.join(self.default_root_dir, self.name)}")
+            return path
+        path = next((cb.best_model_path for cb in found if cb.best_model_path), None)
+        if not path:
+            last = _find_last(os.path.join(self.default_root_dir, self.name),
+                              [getattr(cb, "dirpath", None) for cb in found])
+            if last:
+                _, state = ckpt_io.load(last)
+                path = next((s.get("best_model_path") for s in state.get("callbacks", {}).values()
+                             if isinstance(s, dict) and s.get("best_model_path")), None)
+        if not path:
+            raise MisconfigurationError("ckpt_path='best': there is no best checkpoint (ModelCheckpoint needs a "
+                                        "monitor to rank checkpoints, and must have saved one)")
+        return path
+
+    def _read_checkpoint(self, ckpt_path):
+        """Resolve and read a checkpoint before anything is written, so a bad path costs nothing."""
+        path = self._resolve_ckpt_path(ckpt_path)
+        try:
+            params, state = ckpt_io.load(path)
+        except ckpt_io.CheckpointError as err:
+            raise MisconfigurationError(str(err)) from None
+        return path, params, state
+
+    def _restore(self, path, params, state, train_loader):
+        """Put the trainer, step cell, schedulers, callbacks and data back where the checkpoint was taken."""
+        if state.get("weights_only", not state):
+            raise MisconfigurationError(f"checkpoint {path!r} holds weights only and cannot resume training; load it "
+                                        "with ckpt_path in validate/test/predict, or save with save_weights_only=False")
+        targets = _named_params(self.train_step)
+        try:
+            ckpt_io.check_match(path, params, targets)
+        except ckpt_io.CheckpointError as err:
+            raise MisconfigurationError(str(err)) from None
+        ckpt_io.assign(targets, params)
+        self.current_epoch = state["epoch"]
+        self.global_step = state["global_step"]
+        self.skipped_steps = state.get("skipped_steps", 0)
+        self._resume_batches = self._batches_done = state["batches_done"]
+        self._train_means.load_state_dict(state["train_means"])
+        if len(state.get("lr_schedulers", [])) != len(self.lr_schedulers):
+            raise MisconfigurationError(f"checkpoint {path!r} has {len(state.get('lr_schedulers', []))} LR "
+                                        f"schedulers but configure_optimizers() made {len(self.lr_schedulers)}")
+        for config, sched_state in zip(self.lr_schedulers, state.get("lr_schedulers", [])):
+            config["scheduler"].load_state_dict(sched_state)
+        saved = state.get("callbacks", {})
+        for cb in self.callbacks:
+            if cb.state_key in saved:
+                cb.load_state_dict(saved[cb.state_key])
+        if self.datamodule is not None and "datamodule" in state:
+            self.datamodule.load_state_dict(state["datamodule"])
+        self._call("on_load_checkpoint", state)
+
+    def _load_weights(self, model, path, params, state):
+        targets = _named_params(model)
+        try:
+            ckpt_io.check_match(path, params, targets)
+        except ckpt_io.CheckpointError as err:
+            raise MisconfigurationError(str(err)) from None
+        ckpt_io.assign(targets, params)
+
+    # == SIGTERM / SIGINT =============================================================================================
+    def _install_signal_handlers(self):
+        if sys.platform == "win32" or not _in_main_thread():
+            return {}
+        self._interrupt_signal = None
+        return {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    @staticmethod
+    def _restore_signal_handlers(previous):
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    def _on_signal(self, signum, frame):
+        name = signal.Signals(signum).name
+        if self._interrupt_signal is not None:
+            print(f"msforge: second {name}: exiting now without saving", file=sys.stderr, flush=True)
+            os._exit(128 + signum)
+        self._interrupt_signal = signum
+        print(f"msforge: {name} received: finishing the current step, then saving a checkpoint "
+              "(send it again to exit at once)", file=sys.stderr, flush=True)
+
+    def _save_on_interrupt(self):
+        name = signal.Signals(self._interrupt_signal).name
+        self.interrupted = name
+        cb = self.checkpoint_callback
+        if cb is None:
+            print(f"msforge: stopped by {name} at step {self.global_step}; checkpointing is off, nothing saved",
+                  file=sys.stderr, flush=True)
+            return
+        path = cb.save_last_now(self)
+        print(f"msforge: stopped by {name} at step {self.global_step}; checkpoint saved to {path}. Resume with "
+              f"trainer.fit(..., ckpt_path={path!r}) or experiments/run.py CONFIG --ckpt {path}",
+              file=sys.stderr, flush=True)
+
+
+# == small pure helpers ===============================================================================================
+def _version(package):
+    try:
+        from importlib.metadata import version
+
+        return version(package)
+    except Exception:
+        return "unknown"
+
+
+def _in_main_thread():
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _named_params(cell):
+    seen, pairs = set(), []
+    for p in cell.get_parameters():
+        if p.name not in seen:
+            seen.add(p.name)
+            pairs.append((p.name, p))
+    return pairs
+
+
+def _next_version(root):
+    if not os.path.isdir(root):
+        return 0
+    found = [int(d[8:]) for d in os.listdir(root) if d.startswith("version_") and d[8:].isdigit()]
+    return max(found) + 1 if found else 0
+
+
+def _find_last(root, extra_dirs):
+    candidates = [os.path.join(d, "last.ckpt") for d in extra_dirs if d]
+    if os.path.isdir(root):
+        candidates += [os.path.join(root, d, "checkpoints", "last.ckpt") for d in os.listdir(root)]
+    existing = [c for c in candidates if os.path.isfile(c)]
+    return max(existing, key=os.path.getmtime) if existing else None
+
+
+def _length(loader):
+    if hasattr(loader, "get_dataset_size"):
+        return loader.get_dataset_size()
+    try:
+        return len(loader)
+    except TypeError:
+        return math.inf
+
+
+def _is_batch_list(value):
+    """A list given as a dataloader (e.g. a list of batches) rather than a list of dataloaders."""
+    return bool(value) and isinstance(value[0], tuple)
+
+
+def _check_batch(batch):
+    if isinstance(batch, (np.ndarray, Tensor)):
+        batch = (batch,)
+    if not isinstance(batch, (tuple, list)):
+        raise MisconfigurationError(f"a dataloader yielded a {type(batch).__name__}; batches must be tuples of numpy "
+                                    "arrays or Tensors")
+    for i, item in enumerate(batch):
+        if not isinstance(item, (np.ndarray, Tensor)):
+            raise MisconfigurationError(f"a dataloader yielded a batch whose item {i} is a {type(item).__name__}; "
+                                        "batches must be tuples of numpy arrays or Tensors")
+    return tuple(batch)
+
+
+def _to_tensors(batch):
+    return tuple(x if isinstance(x, Tensor) else Tensor(x) for x in batch)
+
+
+def _batch_size(batch):
+    first = batch[0]
+    return int(first.shape[0]) if len(first.shape) else 1
