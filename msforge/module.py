@@ -47,7 +47,8 @@ class Module(nn.Cell):
         pass
 
     def predict_step(self, batch, batch_idx):
-        return self(*batch)
+        """Default: the model's output for the batch's first item (the inputs); override for other layouts."""
+        return self(batch[0]).asnumpy()
 
     def configure_optimizers(self):
         raise NotImplementedError(

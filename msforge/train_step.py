@@ -5,8 +5,9 @@ accumulation over micro-batches; then, on update steps only: data-parallel gradi
 check (an overflowed update is skipped and the dynamic scale adjusted), gradient clipping, the optimizer.
 
 Every feature is a constructor argument, so its branch is a compile-time constant and a plain step compiles with none
-of them. Whether a call updates the weights is a Python bool argument: MindSpore compiles one graph for ``True`` and,
-only when accumulating, one for ``False``, so the host always knows which calls changed the weights.
+of them. Whether a call updates the weights is decided by the host and passed in: a Python ``True`` (a constant) without
+accumulation, a bool Tensor with it. (A Python ``False`` would compile a second graph, and MindSpore 2.10 mis-compiles
+that one: value_and_grad's aux output gets wired to the wrong value.)
 """
 from dataclasses import dataclass
 
@@ -52,7 +53,7 @@ class TrainStep(nn.Cell):
     """Compiled train step over ``module.training_step``; call as ``step(is_update, batch)`` with batch a tuple of Tensors.
 
     Returns ``(outputs, finite, scale)``: what ``training_step`` returned (a Tensor or dict of scalar Tensors), whether
-    the update's gradients were finite (always True without loss scaling), and the loss scale this step used.
+    the update's gradients were finite (always True without loss scaling), and and the loss scale after this step.
     """
 
     def __init__(self, module, optimizer, accumulate_grad_batches=1, gradient_clip_val=None,
@@ -64,6 +65,7 @@ class TrainStep(nn.Cell):
         self.weights = optimizer.parameters
         self.accumulate = int(accumulate_grad_batches)
         self.micro_weight = 1.0 / self.accumulate  # each micro-batch's share of the accumulated loss
+        self.scales_loss = self.accumulate > 1 or loss_scale is not None
         self.clip_val = None if gradient_clip_val is None else float(gradient_clip_val)
         self.clip_by_norm = gradient_clip_algorithm == "norm"
         self.loss_scale_config = loss_scale
@@ -75,27 +77,28 @@ class TrainStep(nn.Cell):
             self.loss_scale = Parameter(Tensor(loss_scale.init, ms.float32), name="loss_scale", requires_grad=False)
             self.clean_updates = Parameter(Tensor(0, ms.int32), name="loss_scale_clean_updates", requires_grad=False)
 
-    def forward(self, batch, scale):
+    def forward(self, batch, factor):
         out = self.module.training_step(batch)
         if isinstance(out, dict):
             loss = out["loss"]
         else:
             loss = out
-        if self.accumulate > 1:
-            loss = loss * self.micro_weight
-        if self.loss_scale_config is not None:
-            loss = loss * scale
+        if self.scales_loss:
+            loss = loss * factor
         return loss, out
 
     def construct(self, is_update, batch):
         # One return statement only: MindSpore 2.10 mis-wires value_and_grad's aux output when construct returns early.
         scale = self.loss_scale * 1.0 if self.loss_scale_config is not None else ops.ones((), ms.float32)
-        (_, out), grads = self.grad_fn(batch, scale)
+        # one Tensor factor (scale / k): MindSpore 2.10 mis-compiles a Python-float multiply of the aux-carrying loss
+        (_, out), grads = self.grad_fn(batch, scale * self.micro_weight)
         finite = ops.ones((), ms.bool_)
         if self.accumulate > 1:
             grads = self._accumulate(grads, is_update)
         if is_update:
             finite = self._update(grads, scale)
+        if self.loss_scale_config is not None:
+            scale = self.loss_scale * 1.0  # after a dynamic update
         return out, finite, scale
 
     def _update(self, grads, scale):
@@ -115,9 +118,9 @@ class TrainStep(nn.Cell):
 
     def _accumulate(self, grads, is_update):
         summed = tuple(a + g for a, g in zip(self.accum_grads, grads))
-        keep = not is_update  # an update consumes the sum, so the buffers restart from zero
+        keep = ops.logical_not(is_update).astype(ms.float32)  # an update consumes the sum: buffers restart at zero
         for a, s in zip(self.accum_grads, summed):
-            ops.assign(a, s if keep else ops.zeros_like(s))
+            ops.assign(a, s * keep)
         return summed
 
     def _clip(self, grads):

@@ -5,6 +5,7 @@ Validation, test and predict share ``_run_eval``. Checkpoint files are written b
 ``_restore``; callbacks only decide when and where.
 """
 import datetime
+import inspect
 import itertools
 import math
 import os
@@ -368,6 +369,8 @@ class Trainer:
 
     def _run_train_step(self, is_update, batch):
         batch = ms.mutable(batch)  # a plain tuple of Tensors would be compiled in as constants
+        if self.accumulate_grad_batches > 1:
+            is_update = Tensor(is_update, ms.bool_)
         if self.train_step.has_run:
             return self.train_step(is_update, batch)
         try:
@@ -378,6 +381,11 @@ class Trainer:
             raise MisconfigurationError(
                 f"training_step of {type(self.module).__name__} failed in its first step ({type(err).__name__}: "
                 f"{first}); it must return a loss Tensor or a dict with a 'loss' Tensor.{hint}") from None
+        out = result[0]
+        if not (isinstance(out, Tensor) or (isinstance(out, dict) and isinstance(out.get("loss"), Tensor))):
+            got = f"a dict with keys {sorted(out)}" if isinstance(out, dict) else f"a {type(out).__name__}"
+            raise MisconfigurationError(f"training_step of {type(self.module).__name__} returned {got}; return the "
+                                        "loss Tensor or a dict with a 'loss' Tensor (and more scalar Tensors)")
         self.train_step.has_run = True
         return result
 
@@ -464,6 +472,7 @@ class Trainer:
         step_fn = {"validation": module.validation_step, "test": module.test_step,
                    "predict": module.predict_step}[stage]
         kind = {"validation": "val", "test": "test", "predict": "predict"}[stage]
+        takes_idx = len(inspect.signature(step_fn).parameters) >= 3  # (batch, batch_idx, dataloader_idx)
         module.set_train(False)
         self._call(f"on_{stage}_start")
         self._call(f"on_{stage}_epoch_start")
@@ -475,7 +484,7 @@ class Trainer:
             for batch_idx, batch in self._iterate(loader, n, 0):
                 self._batch_size = _batch_size(batch)
                 self._log_target = means[dl_idx]
-                args = (batch, batch_idx) if len(loaders) == 1 else (batch, batch_idx, dl_idx)
+                args = (batch, batch_idx) if len(loaders) == 1 or not takes_idx else (batch, batch_idx, dl_idx)
                 self._call(f"on_{stage}_batch_start", batch, batch_idx)
                 out = step_fn(*args)
                 if stage == "predict":
