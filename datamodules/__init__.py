@@ -1,4 +1,4 @@
 """Data modules for msforge experiments."""
-from datamodules.moving_mnist import MovingMNIST, MovingMNISTDataModule, MovingMNISTFile
+from .moving_mnist import MovingMNIST, MovingMNISTDataModule, MovingMNISTFile
 
 __all__ = ["MovingMNISTDataModule", "MovingMNIST", "MovingMNISTFile"]

