@@ -267,6 +267,8 @@ class Trainer:
         finally:
             self._restore_signal_handlers(previous_handlers)
             self._finish("fit")
+        if self.interrupted:  # SIGTERM/SIGINT: checkpoint saved and resume command printed; the job did not finish
+            raise SystemExit(128 + self._interrupt_signal)
 
     def validate(self, model=None, dataloaders=None, ckpt_path=None, datamodule=None, verbose=True):
         return self._evaluate("validate", model, dataloaders, ckpt_path, datamodule, verbose)
@@ -362,6 +364,7 @@ class Trainer:
             self.log_metrics({**step_metrics, **self._scale_metrics()})
         if is_update:
             self._step_schedulers("step")
+        self._batches_done = batch_idx + 1  # a checkpoint saved from on_train_batch_end resumes after this batch
         self._log_target = self._train_means
         self._call("on_train_batch_end", outputs, batch, batch_idx)
         self._log_target = None
@@ -513,7 +516,7 @@ class Trainer:
         from mindspore import ops
 
         names = sorted(means.sums)
-        packed = Tensor(np.array([means.sums[n] for n in names] + [means.weights[n] for n in names], np.float64))
+        packed = Tensor(np.array([means.sums[n] for n in names] + [means.weights[n] for n in names], np.float32))
         total = ops.AllReduce()(packed).asnumpy()
         k = len(names)
         return {n: float(total[i] / total[k + i]) if total[k + i] else math.nan for i, n in enumerate(names)}
