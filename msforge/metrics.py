@@ -15,7 +15,8 @@ numbers are comparable with their published tables:
   per-pixel mean, capped at :data:`PSNR_CAP_DB`.
 
 Predictions are clipped to ``[0, 1]`` before SSIM and PSNR (as OpenSTL does),
-but not before MSE and MAE.
+but not before MSE and MAE.  Everything is computed in float64 whatever the
+input dtype.
 
 Accumulating over a test set: every function returns the mean over the
 ``B * T`` frames it is given.  When a test set is evaluated batch by batch,
@@ -38,7 +39,7 @@ PSNR_CAP_DB = 100.0
 Without a cap an exact frame gives +inf and poisons the mean.  Capping every
 frame (not only MSE == 0) keeps PSNR monotonic in the error."""
 
-_SSIM_CHUNK_PIXELS = 2**17  # per SSIM chunk: 1 MiB per float64 temporary
+_SSIM_CHUNK_PIXELS = 2**13  # per SSIM chunk: 64 KiB per float64 temporary
 
 
 def _check_inputs(pred, true):
@@ -82,18 +83,21 @@ def _ssim_images(x, y):
     """Mean SSIM of each 2-D image in the ``(N, H, W)`` stacks ``x`` and ``y``.
 
     Vectorised equivalent of ``structural_similarity(x[i], y[i],
-    data_range=2.0)``: one uniform filter (size 1 along the stack axes) gives
-    the local means of x, y, x^2 + y^2 and xy for all images at once, and the
-    same ``(win_size - 1) // 2`` border is cropped.  Filtering x^2 + y^2 as one
-    moment saves a fifth filter pass; it only changes rounding (~1e-16).
+    data_range=2.0)``: the same uniform filter (size 1 along the stack axis)
+    gives the local means for all images at once and the same
+    ``(win_size - 1) // 2`` border is cropped.  Filtering x^2 + y^2 as one
+    moment saves a fifth filter pass and only changes rounding (~1e-16).
     """
     win = SSIM_WIN_SIZE
     if min(x.shape[1:]) < win:
         raise ValueError(f"SSIM needs frames of at least {win}x{win}, got {x.shape[1:]}")
     pad = (win - 1) // 2
-    moments = np.stack([x, y, x * x + y * y, x * y])
-    local = uniform_filter(moments, size=(1, 1, win, win))[..., pad:-pad, pad:-pad]
-    ux, uy, u_sq_sum, uxy = local
+
+    def local_mean(a):
+        return uniform_filter(a, size=(1, win, win))[:, pad:-pad, pad:-pad]
+
+    ux, uy = local_mean(x), local_mean(y)
+    u_sq_sum, uxy = local_mean(x * x + y * y), local_mean(x * y)
 
     cov_norm = win * win / (win * win - 1.0)  # sample covariance
     c1 = (SSIM_K1 * SSIM_DATA_RANGE) ** 2
@@ -108,9 +112,10 @@ def _ssim_images(x, y):
 def _frame_ssim(pred, true):
     """Per-frame SSIM, averaged over channels, shape ``(B, T)``.
 
-    Images are processed in chunks of about ``_SSIM_CHUNK_PIXELS`` pixels:
-    this bounds memory on large test sets and keeps the temporaries in CPU
-    cache, which measured faster than one pass over the whole stack.
+    Images go through :func:`_ssim_images` a few at a time (about
+    ``_SSIM_CHUNK_PIXELS`` pixels).  Small chunks measured up to 2x faster
+    than large ones: every temporary stays in CPU cache and
+    below glibc's 128 KiB mmap threshold, so no page faults per allocation.
     """
     b, t, c, h, w = pred.shape
     x = pred.reshape(-1, h, w)
@@ -194,7 +199,7 @@ def per_frame(metric_name, pred, true):
 
 
 def video_metrics(pred, true):
-    """All four metrics as ``{"mse", "mae", "ssim", "psnr"}`` floats."""
+    """All four metrics as a dict of floats keyed "mse", "mae", "ssim", "psnr"."""
     pred, true = _check_inputs(pred, true)
     return {name: float(fn(pred, true).mean()) for name, fn in _FRAME_METRICS.items()}
 
