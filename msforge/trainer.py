@@ -718,6 +718,7 @@ class Trainer:
             "batches_done": 0 if epoch_done else self._batches_done,
             "skipped_steps": self.skipped_steps,
             "train_means": EpochMeans().state_dict() if epoch_done else self._train_means.state_dict(),
+            "callback_metrics": dict(self.callback_metrics),  # what schedulers/callbacks read next (e.g. val_loss)
             "hparams": dict(getattr(self.module, "hparams", {}) or {}),
         }
         if not weights_only:
@@ -776,6 +777,7 @@ class Trainer:
         self.skipped_steps = state.get("skipped_steps", 0)
         self._resume_batches = self._batches_done = state["batches_done"]
         self._train_means.load_state_dict(state["train_means"])
+        self.callback_metrics.update(state.get("callback_metrics", {}))
         if len(state.get("lr_schedulers", [])) != len(self.lr_schedulers):
             raise MisconfigurationError(f"checkpoint {path!r} has {len(state.get('lr_schedulers', []))} LR "
                                         f"schedulers but configure_optimizers() made {len(self.lr_schedulers)}")
