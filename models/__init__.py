@@ -1,7 +1,7 @@
-"""Video-prediction models for msforge."""
-from models.convlstm import (ConvLSTMCell, ConvLSTMModule, EncoderForecaster, PRESETS, cpu_small_config,
-                             depth_to_space, seed_config, space_to_depth)
+"""Video-prediction models for msforge: ConvLSTM and ConvGRU encoder-forecasters."""
+from models.convlstm import (PRESETS, ConvLSTMCell, ConvLSTMModule, EncoderForecaster, count_parameters,
+                             cpu_small_config, depth_to_space, seed_config, space_to_depth)
 from models.convgru import ConvGRUCell, ConvGRUModule
 
 __all__ = ["ConvLSTMCell", "ConvLSTMModule", "EncoderForecaster", "PRESETS", "seed_config", "cpu_small_config",
-           "space_to_depth", "depth_to_space", "ConvGRUCell", "ConvGRUModule"]
+           "space_to_depth", "depth_to_space", "count_parameters", "ConvGRUCell", "ConvGRUModule"]

@@ -3,10 +3,12 @@
 Writing a new model = a cell that follows the state protocol (``zero_state`` returns a tuple whose first item is the
 output ``h``; ``construct(x, *state)`` returns the next tuple) and a Module subclass that names it.
 """
+import msforge  # noqa: F401  (first: caps oneDNN's ISA before mindspore loads)
+
 import mindspore as ms
 from mindspore import nn, ops
 
-from models.convlstm import ConvLSTMModule, _conv, group_count, tanh
+from models.convlstm import ConvLSTMModule, conv2d, group_count, tanh
 
 
 class ConvGRUCell(nn.Cell):
@@ -17,8 +19,8 @@ class ConvGRUCell(nn.Cell):
     def __init__(self, in_channels, hidden, kernel_size=5, norm=True):
         super().__init__()
         self.hidden = hidden
-        self.gates = _conv(in_channels + hidden, 2 * hidden, kernel_size)
-        self.candidate = _conv(in_channels + hidden, hidden, kernel_size)
+        self.gates = conv2d(in_channels + hidden, 2 * hidden, kernel_size)
+        self.candidate = conv2d(in_channels + hidden, hidden, kernel_size)
         self.gates_norm = nn.GroupNorm(group_count(2 * hidden), 2 * hidden) if norm else None
         self.candidate_norm = nn.GroupNorm(group_count(hidden), hidden) if norm else None
 

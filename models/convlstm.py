@@ -25,7 +25,7 @@ from mindspore import Tensor, nn, ops
 
 __all__ = [
     "ConvLSTMCell", "EncoderForecaster", "ConvLSTMModule", "seed_config", "cpu_small_config", "PRESETS",
-    "space_to_depth", "depth_to_space", "group_count", "count_parameters",
+    "space_to_depth", "depth_to_space", "group_count", "count_parameters", "conv2d", "tanh",
 ]
 
 OUTPUT_ACTIVATIONS = ("none", "sigmoid", "leaky_relu")
@@ -73,9 +73,11 @@ def tanh(x):
     return 2.0 * ops.sigmoid(2.0 * x) - 1.0
 
 
-def _conv(in_channels, out_channels, kernel_size, stride=1):
-    # explicit symmetric padding k//2 (as PyTorch padding=k//2), not pad_mode="same", which pads stride-2 convs
-    # asymmetrically; the output size is the same.
+def conv2d(in_channels, out_channels, kernel_size, stride=1):
+    """Conv2d with bias and "same" output size for odd kernels (``ceil(H / stride)``).
+
+    Padding is an explicit, symmetric ``k // 2`` (PyTorch's ``padding=k//2``) rather than ``pad_mode="same"``,
+    which pads stride-2 convs asymmetrically; the output size is the same."""
     return nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, pad_mode="pad",
                      padding=kernel_size // 2, has_bias=True)
 
@@ -95,7 +97,7 @@ class ConvLSTMCell(nn.Cell):
         if kernel_size % 2 != 1:
             raise ValueError(f"ConvLSTMCell(kernel_size={kernel_size}): must be odd to keep the frame size")
         self.in_channels, self.hidden = in_channels, hidden
-        self.conv = _conv(in_channels + hidden, 4 * hidden, kernel_size)
+        self.conv = conv2d(in_channels + hidden, 4 * hidden, kernel_size)
         self.norm = nn.GroupNorm(group_count(4 * hidden), 4 * hidden) if norm else None
         self.split = ops.Split(axis=1, output_num=4)
 
@@ -167,7 +169,8 @@ class EncoderForecaster(nn.Cell):
     Time is unrolled with Python loops over the static frame count (graph mode unrolls them). The convs that are not
     recurrent (stem, downsampling, upsampling, head) run once over all ``B*T`` frames of a level, not per step.
     ``construct(x: (B, T_in, C, H, W)) -> (B, n_target, C, H, W)``; H and W must be divisible by
-    ``patch * 2**(number of downsampling levels)``.
+    ``patch * 2**(number of downsampling levels)``. ``EncoderForecaster(**seed_config())`` is the seed network,
+    ``EncoderForecaster(ConvGRUCell, **seed_config())`` its ConvGRU twin.
     """
 
     def __init__(self, cell=ConvLSTMCell, in_channels=1, patch=1, hidden=(64, 96, 96), kernel_sizes=5,
@@ -202,14 +205,14 @@ class EncoderForecaster(nn.Cell):
         channels = self.frame_channels
         self.stem = None
         if stem_channels:
-            self.stem = _conv(channels, stem_channels, 3)
+            self.stem = conv2d(channels, stem_channels, 3)
             channels = stem_channels
         enc_cells, fc_cells, down, up = [], [], [], []
         down_index, up_index = [], []
         for level in range(levels):
             if downsample[level]:
                 down_index.append(len(down))
-                down.append(_conv(channels, channels, 3, stride=2))
+                down.append(conv2d(channels, channels, 3, stride=2))
             else:
                 down_index.append(-1)
             enc_cells.append(cell(channels, hidden[level], kernel_sizes[level], norm=norm))
@@ -225,8 +228,8 @@ class EncoderForecaster(nn.Cell):
         self.enc_cells, self.fc_cells = nn.CellList(enc_cells), nn.CellList(fc_cells)
         self.down, self.up = nn.CellList(down), nn.CellList(up)
         self.down_index, self.up_index = tuple(down_index), tuple(up_index)
-        self.head = _conv(hidden[0], head_channels, 3) if head_channels else None
-        self.out = _conv(head_channels or hidden[0], self.frame_channels, 1)
+        self.head = conv2d(hidden[0], head_channels, 3) if head_channels else None
+        self.out = conv2d(head_channels or hidden[0], self.frame_channels, 1)
 
     # ---------------------------------------------------------------------------------------------------------------
     def _unroll(self, cell, seq, state):
@@ -275,10 +278,10 @@ class EncoderForecaster(nn.Cell):
         states = self.encode(x)
         p, n = self.patch, self.n_target
         top = self.levels - 1
-        h_top, w_top = height // p // self.top_factor, width // p // self.top_factor
         if self.feed_predictions:
-            frames = self._forecast_fed(x, states, h_top, w_top)
+            frames = self._forecast_fed(x, states)
         else:  # level by level: the non-recurrent convs run once over all B*n frames
+            h_top, w_top = height // p // self.top_factor, width // p // self.top_factor
             seq = ops.zeros((b, n, self.fc_in_channels, h_top, w_top), ms.float32)
             for level in range(top, -1, -1):
                 outputs, _ = self._unroll(self.fc_cells[level], seq, states[level])
@@ -291,7 +294,7 @@ class EncoderForecaster(nn.Cell):
         frames = depth_to_space(frames, p)
         return frames.reshape(b, n, c, height, width)
 
-    def _forecast_fed(self, x, states, h_top, w_top):
+    def _forecast_fed(self, x, states):
         """Forecaster fed its own previous prediction, step by step; returns frames (B*n, C*p*p, h, w)."""
         b, _, c, height, width = x.shape
         p, top = self.patch, self.levels - 1
@@ -328,8 +331,12 @@ class ConvLSTMModule(Module):
     ``preset``: "cpu_small" or "seed" (see :data:`PRESETS`); any architecture key of the preset can be overridden by
     keyword (``patch=2, hidden=(32, 32), kernel_sizes=(3, 3), feed_predictions=True, ...``).
     ``loss``: training loss, "mse" (mean squared error over all elements), "mae" or "mse+mae".
-    ``lr``/``weight_decay``: Adam's. For a learning-rate schedule override :meth:`lr_schedule`.
+    ``lr``/``weight_decay``: Adam's, constant unless :meth:`lr_scheduler` is overridden.
     Subclasses swap the recurrent cell by setting ``cell_class``.
+
+    ``training_step`` returns ``{"loss", "mse", "mae"}``: the loss, and MSE/MAE as per-frame sums over pixels
+    averaged over frames (msforge.metrics' definition, so ``train_mse`` compares with ``val_mse``). Validation and
+    test metrics, ``val_loss`` included, are computed on predictions clipped to [0, 1].
     """
 
     cell_class = ConvLSTMCell
@@ -406,13 +413,14 @@ class ConvLSTMModule(Module):
         pred = self.predict_frames(inputs)
         return {"input": np.clip(inputs[0], 0, 1), "target": np.clip(targets[0], 0, 1), "prediction": pred[0]}
 
-    def lr_schedule(self):
-        """Hook: return a learning rate for Adam: a float, a list per step or a ``nn.LearningRateSchedule``.
-
-        Default: the constant ``lr``. E.g. ``nn.CosineDecayLR(1e-5, self.hparams.lr, total_steps)``.
-        """
-        return self.hparams.lr
+    def lr_scheduler(self, optimizer):
+        """Hook: return None (constant ``lr``, the default), a scheduler over ``optimizer`` or a Lightning-style
+        ``{"scheduler": ..., "interval": "step", ...}`` dict; it becomes ``configure_optimizers()``'s
+        ``"lr_scheduler"``. E.g. ``return msforge.schedulers.CosineAnnealingLR(optimizer, T_max=100)``."""
+        return None
 
     def configure_optimizers(self):
-        return nn.Adam(self.trainable_params(), learning_rate=self.lr_schedule(),
-                       weight_decay=self.hparams.weight_decay)
+        optimizer = nn.Adam(self.trainable_params(), learning_rate=self.hparams.lr,
+                            weight_decay=self.hparams.weight_decay)
+        scheduler = self.lr_scheduler(optimizer)
+        return optimizer if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}

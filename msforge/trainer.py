@@ -134,6 +134,8 @@ class Trainer:
         self.skipped_steps = 0
         self.loss_scale_value = None
         self.should_stop = False
+        self.diverged = False  # a non-finite loss or weights: the run stops and writes no checkpoint from then on
+        self.stop_reason = None
         self.sanity_checking = False
         self.interrupted = None
         self.state = None
@@ -355,6 +357,8 @@ class Trainer:
             self.skipped_steps += 0 if bool(finite.asnumpy()) else 1
         if self.loss_scale_config is not None:
             self.loss_scale_value = to_float(scale)
+        elif not self.diverged:  # without loss scaling nothing skips a non-finite step: its update poisons the weights
+            self._check_finite_loss(outputs["loss"], batch_idx)
         step_metrics = {f"train_{name}": value for name, value in outputs.items()}
         for name, value in step_metrics.items():
             self._train_means.add(name, value, self._batch_size)
@@ -391,6 +395,37 @@ class Trainer:
                                         "loss Tensor or a dict with a 'loss' Tensor (and more scalar Tensors)")
         self.train_step.has_run = True
         return result
+
+    def _check_finite_loss(self, loss, batch_idx):
+        bad = not math.isfinite(loss)
+        if self.distributed and self.world_size > 1:  # every rank stops at the same step, or the others would hang
+            from mindspore import ops
+
+            flag = Tensor(np.array([1.0 if bad else 0.0], np.float32))
+            bad = bool(ops.AllReduce(ops.ReduceOp.MAX)(flag).asnumpy()[0] > 0)
+        if bad:
+            what = f"training loss is {loss}" if not math.isfinite(loss) else "training loss is not finite on a rank"
+            self._diverge(f"{what} at global step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx})")
+
+    def _diverge(self, reason):
+        self.diverged, self.should_stop, self.stop_reason = True, True, reason
+        if self.is_global_zero:
+            print(f"msforge: {reason}: stopping; no checkpoint is written from here on, the last one saved is kept",
+                  file=sys.stderr, flush=True)
+
+    def checkpoint_allowed(self):
+        """Whether ModelCheckpoint may write now: not once the run has diverged, nor over good files with non-finite
+        weights (a finite loss can still give inf/NaN gradients). Checks the weights, so call it once per save point."""
+        if self.diverged:
+            return False
+        from mindspore import ops
+
+        for p in self.module.trainable_params() if self.module is not None else []:
+            if not bool(ops.isfinite(p).all().asnumpy()):
+                self._diverge(f"weight {p.name!r} is not finite at global step {self.global_step} (epoch "
+                              f"{self.current_epoch}, batch {self._batches_done - 1})")
+                return False
+        return True
 
     def _scale_metrics(self):
         if self.loss_scale_config is None:
@@ -575,6 +610,8 @@ class Trainer:
 
     def _start(self, stage, model, datamodule):
         self._configure_context()
+        if self.world_size > 1 and self.version is None:
+            self._agree_on_version()
         if self.seed is not None:
             seed_everything(self.seed)
         self.state = stage
@@ -587,6 +624,14 @@ class Trainer:
                 datamodule.prepare_data()
             datamodule.setup(stage)
         self._call("setup", stage)
+
+    def _agree_on_version(self):
+        """All ranks take rank 0's version folder: only rank 0 writes, but every rank resolves paths inside it."""
+        from mindspore import ops
+
+        n = _next_version(os.path.join(self.default_root_dir, self.name)) if self.is_global_zero else 0
+        n = int(ops.AllReduce()(Tensor(np.array([n], np.int32))).asnumpy()[0])
+        self.version = f"version_{n}"
 
     def _finish(self, stage):
         self._call("teardown", stage)

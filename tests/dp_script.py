@@ -70,7 +70,7 @@ def main():
                 val_dataloaders=DataLoader(Data(32, seed=1), 8), ckpt_path=a.ckpt)
     np.save(f"{a.out}.rank{trainer.global_rank}.npy", model.fc.weight.asnumpy())
     with open(f"{a.out}.rank{trainer.global_rank}.txt", "w") as f:
-        f.write(f"{trainer.global_step} {trainer.callback_metrics['val_loss']!r}\n")
+        f.write(f"{trainer.global_step} {trainer.callback_metrics['val_loss']!r} {trainer.log_dir}\n")
 
 
 if __name__ == "__main__":

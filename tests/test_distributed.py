@@ -62,7 +62,7 @@ def test_two_workers_equal_one_process_and_write_one_set_of_files_and_resume(tmp
     assert sum(f.endswith("metrics.csv") for f in written) == 1
     assert len([f for f in written if "tfevents" in f]) == 1
     np.testing.assert_array_equal(weights(two, 0), weights(two, 1))  # ranks agree
-    # reduced validation metric is the same on both ranks
+    # reduced validation metric and run folder are the same on both ranks
     assert open(f"{two}.rank0.txt").read() == open(f"{two}.rank1.txt").read()
     # resume the 2-worker run for a third epoch: equal to 3 epochs in one process
     last = os.path.join(two_root, "msforge_logs", "version_0", "checkpoints", "last.ckpt")
