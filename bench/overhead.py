@@ -12,7 +12,6 @@ import statistics
 import time
 
 import msforge  # noqa: F401  (before mindspore: caps oneDNN's ISA)
-import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn
 

@@ -58,33 +58,12 @@ import socket
 import sys
 import tempfile
 import time
-from typing import Optional, Union
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STAGES = ("fit", "validate", "test", "predict", "export")
 DEFAULT_STAGES = ("fit", "test")
 DEFAULT_PACKAGES = {"model": "models", "data": "datamodules", "callbacks": "callbacks",
                     "lr_scheduler": "msforge.schedulers"}
-# Types of the Trainer arguments whose annotation is missing and whose default does not tell (None, or a narrower
-# type than accepted); an annotation on msforge.Trainer takes precedence.
-TRAINER_HINTS = {
-    "max_epochs": Optional[int],
-    "max_time": Optional[Union[str, int, float, dict]],
-    "limit_train_batches": Optional[Union[int, float]],
-    "limit_val_batches": Optional[Union[int, float]],
-    "limit_test_batches": Optional[Union[int, float]],
-    "limit_predict_batches": Optional[Union[int, float]],
-    "fast_dev_run": Union[bool, int],
-    "overfit_batches": Union[int, float],
-    "val_check_interval": Optional[Union[int, float]],
-    "check_val_every_n_epoch": Optional[int],
-    "gradient_clip_val": Optional[Union[int, float]],
-    "precision": Union[str, int],
-    "loss_scale": Optional[Union[int, float, str, dict]],
-    "seed": Optional[int],
-    "default_root_dir": Optional[str],
-    "version": Optional[Union[int, str]],
-}
 EXPORT_TOLERANCE = 1e-5
 PNG_SEQUENCES = 4
 
@@ -191,7 +170,7 @@ def prepare(config_path, config, args):
     import msforge  # first: caps oneDNN's ISA before MindSpore loads
     from msforge import Callback, DataModule, Module, Trainer, seed_everything
 
-    exp = C.check_experiment(config, Trainer, TRAINER_HINTS,
+    exp = C.check_experiment(config, Trainer, {},
                              bases={"model": Module, "data": DataModule, "callbacks": Callback},
                              default_packages=DEFAULT_PACKAGES, required=("model", "data"))
     trainer_kwargs = dict(exp.trainer_kwargs)
@@ -287,7 +266,7 @@ def _check_checkpoint(trainer, model, ckpt):
     from msforge.trainer import MisconfigurationError
 
     try:
-        path, params, _ = trainer._read_checkpoint(ckpt)
+        path, params, _ = trainer.read_checkpoint(ckpt)
         ckpt_io.check_match(path, params, _named_params(model))
     except (MisconfigurationError, ckpt_io.CheckpointError) as err:
         raise ConfigError(f"--ckpt {ckpt}: {err}") from None

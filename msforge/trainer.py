@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import time
+from typing import Optional, Union
 
 import mindspore as ms
 import numpy as np
@@ -79,14 +80,23 @@ def _limit(name, value, total):
 class Trainer:
     """Trains, validates, tests and predicts with a ``msforge.Module``; arguments as Lightning's Trainer."""
 
-    def __init__(self, max_epochs=None, max_steps=-1, max_time=None, limit_train_batches=None,
-                 limit_val_batches=None, limit_test_batches=None, limit_predict_batches=None, fast_dev_run=False,
-                 overfit_batches=0, num_sanity_val_steps=2, val_check_interval=None, check_val_every_n_epoch=1,
-                 log_every_n_steps=50, gradient_clip_val=None, gradient_clip_algorithm="norm",
-                 accumulate_grad_batches=1, precision="32", loss_scale=None, device_target="auto", mode="graph",
-                 deterministic=False, seed=None, callbacks=None, logger=True, enable_progress_bar=True,
-                 enable_checkpointing=True, default_root_dir=None, name="msforge_logs", version=None,
-                 strategy="auto", devices=1):
+    def __init__(self, max_epochs: Optional[int] = None, max_steps: int = -1,
+                 max_time: Optional[Union[str, int, float, dict]] = None,
+                 limit_train_batches: Optional[Union[int, float]] = None,
+                 limit_val_batches: Optional[Union[int, float]] = None,
+                 limit_test_batches: Optional[Union[int, float]] = None,
+                 limit_predict_batches: Optional[Union[int, float]] = None,
+                 fast_dev_run: Union[bool, int] = False, overfit_batches: Union[int, float] = 0,
+                 num_sanity_val_steps: int = 2, val_check_interval: Optional[Union[int, float]] = None,
+                 check_val_every_n_epoch: Optional[int] = 1, log_every_n_steps: int = 50,
+                 gradient_clip_val: Optional[Union[int, float]] = None, gradient_clip_algorithm: str = "norm",
+                 accumulate_grad_batches: int = 1, precision: Union[str, int] = "32",
+                 loss_scale: Optional[Union[int, float, str, dict]] = None, device_target: str = "auto",
+                 mode: str = "graph", deterministic: bool = False, seed: Optional[int] = None,
+                 callbacks: Optional[list] = None, logger: bool = True, enable_progress_bar: bool = True,
+                 enable_checkpointing: bool = True, default_root_dir: Optional[str] = None,
+                 name: str = "msforge_logs", version: Optional[Union[int, str]] = None, strategy: str = "auto",
+                 devices: int = 1):
         self.precision = _choice("precision", str(precision), tuple(PRECISIONS))
         self.device_target = _choice("device_target", device_target, DEVICE_TARGETS)
         self.mode = _choice("mode", mode, tuple(MODES))
@@ -240,7 +250,7 @@ class Trainer:
     def fit(self, model, datamodule=None, train_dataloaders=None, val_dataloaders=None, ckpt_path=None):
         """Train ``model``; with ``ckpt_path`` (a path, "last" or "best") continue exactly where it was saved."""
         self._check_module(model)
-        resume = self._read_checkpoint(ckpt_path) if ckpt_path is not None else None
+        resume = self.read_checkpoint(ckpt_path) if ckpt_path is not None else None
         self._start("fit", model, datamodule)
         train_loader = self._train_loader(train_dataloaders, datamodule)
         val_loaders = self._loaders("val", val_dataloaders, datamodule, required=False)
@@ -281,7 +291,7 @@ class Trainer:
     def predict(self, model=None, dataloaders=None, ckpt_path=None, datamodule=None):
         model = model or self.module
         self._check_module(model, training=False)
-        weights = self._read_checkpoint(ckpt_path) if ckpt_path is not None else None
+        weights = self.read_checkpoint(ckpt_path) if ckpt_path is not None else None
         self._start("predict", model, datamodule)
         if weights is not None:
             self._load_weights(model, *weights)
@@ -294,7 +304,7 @@ class Trainer:
     def _evaluate(self, stage, model, dataloaders, ckpt_path, datamodule, verbose):
         model = model or self.module
         self._check_module(model, training=False)
-        weights = self._read_checkpoint(ckpt_path) if ckpt_path is not None else None
+        weights = self.read_checkpoint(ckpt_path) if ckpt_path is not None else None
         self._start(stage, model, datamodule)
         if weights is not None:
             self._load_weights(model, *weights)
@@ -797,7 +807,7 @@ class Trainer:
                                         "monitor to rank checkpoints, and must have saved one)")
         return path
 
-    def _read_checkpoint(self, ckpt_path):
+    def read_checkpoint(self, ckpt_path):
         """Resolve and read a checkpoint before anything is written, so a bad path costs nothing."""
         path = self._resolve_ckpt_path(ckpt_path)
         try:

@@ -3,9 +3,9 @@ import math
 
 import numpy as np
 import pytest
-from mindspore import Tensor, nn
+from mindspore import nn
 
-from msforge import DataLoader, Module, Trainer
+from msforge import Module, Trainer
 from msforge.schedulers import CosineAnnealingLR, OneCycleLR, ReduceLROnPlateau, StepLR, get_lrs
 
 
