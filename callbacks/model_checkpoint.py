@@ -6,7 +6,8 @@ exclusive; none given = every epoch):
   (``val_check_interval``) the save waits for its ``on_validation_end``, so the file includes that validation;
 - epoch triggers at ``on_validation_end`` of a mid-epoch validation, else at ``on_train_epoch_end`` (after the epoch's
   validation and scheduler step): a checkpoint is always taken at a point the resumed run continues from exactly;
-- never during the sanity check, at most once per global step, and not after a SIGTERM/SIGINT (``save_last_now``).
+- never during the sanity check, at most once per global step, and not after a SIGTERM/SIGINT (``save_last_now``);
+- never once the run has diverged (``trainer.checkpoint_allowed()``: a NaN/inf loss, or weights found non-finite).
 Top-k deletion happens only after the new file is in place, and only of files in this run's ``dirpath``.
 """
 import datetime
@@ -154,7 +155,8 @@ class ModelCheckpoint(Callback):
             self._save_topk_and_last(trainer)
 
     def on_exception(self, trainer, module, exception):
-        if self.save_on_exception and trainer.state == "fit" and self.dirpath and not trainer.interrupted:
+        if (self.save_on_exception and trainer.state == "fit" and self.dirpath and not trainer.interrupted
+                and trainer.checkpoint_allowed()):
             name = self.format_checkpoint_name(self._candidates(trainer), prefix="exception")
             path = trainer.save_checkpoint(os.path.join(self.dirpath, name), weights_only=False)
             print(f"ModelCheckpoint: {type(exception).__name__} raised; state saved to {path}", file=sys.stderr)
@@ -165,6 +167,8 @@ class ModelCheckpoint(Callback):
                 and self._last_global_step_saved == trainer.global_step and os.path.isfile(self.last_model_path)):
             return self.last_model_path
         self._pending = False
+        if not trainer.checkpoint_allowed():  # diverged: the last good file is the one to resume from
+            return self.last_model_path
         return self._save_last(trainer, self._candidates(trainer), weights_only=False)
 
     # == saving =======================================================================================================
@@ -173,6 +177,8 @@ class ModelCheckpoint(Callback):
 
     def _save_topk_and_last(self, trainer):
         if trainer.global_step == self._last_global_step_saved:
+            return
+        if not trainer.checkpoint_allowed():  # NaN/inf loss or weights: never overwrite the last good checkpoints
             return
         candidates = self._candidates(trainer)
         if self.save_top_k != 0:

@@ -5,6 +5,7 @@ optimizer and loss-scale state, and the trainer state as JSON (no pickle anywher
 name in the same folder; the file is fsynced and moved over the final name with ``os.replace``. A process killed at any
 instant leaves either the old or the new checkpoint, never neither. ``crc_check=True`` catches flipped bytes on load.
 """
+import errno
 import json
 import os
 
@@ -25,15 +26,22 @@ def save(path, named_params, state: dict):
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}.ckpt")
+    ms_tmp = tmp[: -len(".ckpt")] + ".tmp"  # MindSpore writes there first, then renames it to ``tmp``
     try:
         ms.save_checkpoint([{"name": n, "data": p} for n, p in named_params], tmp,
                            append_dict={STATE_KEY: json.dumps(state, default=_json_default)}, crc_check=True)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    except BaseException as err:
+        for leftover in (tmp, ms_tmp):
+            if os.path.exists(leftover):
+                os.remove(leftover)
+        if isinstance(err, OSError):  # disk full, file too large, no permission: MindSpore's error names no file
+            reason = err.strerror or str(err) or type(err).__name__
+            code = errno.errorcode.get(err.errno)
+            raise CheckpointError(f"could not write checkpoint {path!r}: {reason}{f' ({code})' if code else ''}") \
+                from None
         raise
     dir_fd = os.open(folder, os.O_RDONLY)
     try:

@@ -412,9 +412,10 @@ class Trainer:
             from mindspore import ops
 
             flag = Tensor(np.array([1.0 if bad else 0.0], np.float32))
-            bad = bool(ops.AllReduce(ops.ReduceOp.MAX)(flag).asnumpy()[0] > 0)
+            bad = bool(ops.AllReduce()(flag).asnumpy()[0] > 0)  # a sum: CPU's AllReduce has no max
         if bad:
-            what = f"training loss is {loss}" if not math.isfinite(loss) else "training loss is not finite on a rank"
+            what = f"training loss is {loss}" if not math.isfinite(loss) else \
+                "training loss is not finite on another rank"
             self._diverge(f"{what} at global step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx})")
 
     def _diverge(self, reason):
@@ -640,7 +641,7 @@ class Trainer:
         from mindspore import ops
 
         n = _next_version(os.path.join(self.default_root_dir, self.name)) if self.is_global_zero else 0
-        n = int(ops.AllReduce()(Tensor(np.array([n], np.int32))).asnumpy()[0])
+        n = int(ops.AllReduce()(Tensor(np.array([n], np.float32))).asnumpy()[0])  # CPU (MCCL): float only
         self.version = f"version_{n}"
 
     def _finish(self, stage):
