@@ -305,9 +305,10 @@ def run_stages(run, stages):
         print("note: no --ckpt and no fit stage first: using the weights the model was built with", file=sys.stderr)
     for stage in stages:
         if stage == "fit":
-            trainer.fit(model, datamodule=datamodule, ckpt_path=run.ckpt)
-            if trainer.interrupted:
-                return 128 + _signal_number(trainer.interrupted)
+            trainer.fit(model, datamodule=datamodule, ckpt_path=run.ckpt)  # SIGTERM/SIGINT: exits 128+signal
+            if trainer.diverged:
+                print(f"error: training stopped: {trainer.stop_reason}", file=sys.stderr, flush=True)
+                return 1
             eval_ckpt = checkpoint_after_fit(trainer)
         elif stage == "validate":
             trainer.validate(model, datamodule=datamodule, ckpt_path=eval_ckpt)
@@ -331,15 +332,6 @@ def run_stages(run, stages):
     if trainer.is_global_zero:
         print(f"run folder: {trainer.log_dir}")
     return 0
-
-
-def _signal_number(interrupted):
-    if isinstance(interrupted, int):
-        return interrupted
-    try:
-        return signal.Signals[str(interrupted)].value
-    except KeyError:
-        return signal.SIGTERM.value
 
 
 def checkpoint_after_fit(trainer):
@@ -636,12 +628,15 @@ def main(argv=None):
         print(f"launching {args.devices} workers (logs in {log_dir}): " + shlex.join(command), flush=True)
         sys.stderr.flush()
         os.execv(command[0], command)  # msrun takes this process's place (signals reach it directly)
+    from msforge.checkpoint import CheckpointError
     from msforge.trainer import MisconfigurationError
 
     try:
         return run_stages(run, args.stages)
     except MisconfigurationError as err:
         return _fail(err)
+    except CheckpointError as err:  # e.g. the disk filled up while saving: earlier checkpoints are intact
+        return _fail(err, code=1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 128 + signal.SIGINT.value

@@ -105,3 +105,27 @@ def assign(named_targets, params):
     for name, target in named_targets:
         if name in params:
             ops.assign(target, Tensor(params[name].astype(ms.dtype_to_nptype(target.dtype), copy=False)))
+
+
+def named_params(cell):
+    seen, pairs = set(), []
+    for p in cell.get_parameters():
+        if p.name not in seen:
+            seen.add(p.name)
+            pairs.append((p.name, p))
+    return pairs
+
+
+def next_version(root):
+    if not os.path.isdir(root):
+        return 0
+    found = [int(d[8:]) for d in os.listdir(root) if d.startswith("version_") and d[8:].isdigit()]
+    return max(found) + 1 if found else 0
+
+
+def find_last(root, extra_dirs):
+    candidates = [os.path.join(d, "last.ckpt") for d in extra_dirs if d]
+    if os.path.isdir(root):
+        candidates += [os.path.join(root, d, "checkpoints", "last.ckpt") for d in os.listdir(root)]
+    existing = [c for c in candidates if os.path.isfile(c)]
+    return max(existing, key=os.path.getmtime) if existing else None

@@ -3,11 +3,16 @@
 The DataLoader's order depends only on (seed, epoch, rank, world_size), never on global random state, so a run resumed
 from a checkpoint sees exactly the batches the uninterrupted run would have seen.
 """
+import itertools
+import math
 import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+from mindspore import Tensor
+
+from msforge.arguments import MisconfigurationError
 
 
 class DataModule:
@@ -180,3 +185,59 @@ def _prefetched(iterator, depth):
             yield item
     finally:
         stop.set()
+
+
+# == what the Trainer reads from any dataloader ==================================================================
+def iterate_batches(loader, limit, start=0, epoch=None):
+    """Yield ``(batch_idx, batch)`` from ``start`` up to ``limit``; msforge DataLoaders skip without loading."""
+    if limit <= start:
+        return
+    if isinstance(loader, DataLoader):
+        loader.load_state_dict({"epoch": loader.epoch if epoch is None else epoch, "batches_consumed": start})
+        source = iter(loader)
+    else:
+        if epoch is not None and hasattr(loader, "set_epoch"):
+            loader.set_epoch(epoch)
+        if hasattr(loader, "create_tuple_iterator"):  # mindspore.dataset.Dataset
+            source = loader.create_tuple_iterator(num_epochs=1, output_numpy=True)
+        else:
+            source = iter(loader)
+        source = itertools.islice(source, start, None)
+    for batch_idx, batch in zip(range(start, limit), source):
+        yield batch_idx, to_tensors(check_batch(batch))
+
+
+def loader_length(loader):
+    if hasattr(loader, "get_dataset_size"):
+        return loader.get_dataset_size()
+    try:
+        return len(loader)
+    except TypeError:
+        return math.inf
+
+
+def is_batch_list(value):
+    """A list given as a dataloader (e.g. a list of batches) rather than a list of dataloaders."""
+    return bool(value) and isinstance(value[0], tuple)
+
+
+def check_batch(batch):
+    if isinstance(batch, (np.ndarray, Tensor)):
+        batch = (batch,)
+    if not isinstance(batch, (tuple, list)):
+        raise MisconfigurationError(f"a dataloader yielded a {type(batch).__name__}; batches must be tuples of numpy "
+                                    "arrays or Tensors")
+    for i, item in enumerate(batch):
+        if not isinstance(item, (np.ndarray, Tensor)):
+            raise MisconfigurationError(f"a dataloader yielded a batch whose item {i} is a {type(item).__name__}; "
+                                        "batches must be tuples of numpy arrays or Tensors")
+    return tuple(batch)
+
+
+def to_tensors(batch):
+    return tuple(x if isinstance(x, Tensor) else Tensor(x) for x in batch)
+
+
+def batch_size_of(batch):
+    first = batch[0]
+    return int(first.shape[0]) if len(first.shape) else 1

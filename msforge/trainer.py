@@ -4,7 +4,6 @@ fit -> _train_epoch -> _train_batch -> the compiled ``TrainStep`` (msforge/train
 Validation, test and predict share ``_run_eval``. Checkpoint files are written by ``save_checkpoint`` and read back by
 ``_restore``; callbacks only decide when and where.
 """
-import datetime
 import inspect
 import itertools
 import math
@@ -20,7 +19,8 @@ from mindspore import Tensor, nn
 
 from msforge import checkpoint as ckpt_io
 from msforge.callback import Callback
-from msforge.data import DataLoader
+from msforge.arguments import MisconfigurationError, choice, limit_batches, parse_max_time
+from msforge.data import DataLoader, batch_size_of, is_batch_list, iterate_batches, loader_length
 from msforge.module import Module, find_self_call
 from msforge.results import EpochMeans, to_float
 from msforge.schedulers import ReduceLROnPlateau
@@ -32,49 +32,6 @@ DEVICE_TARGETS = ("auto", "CPU", "GPU", "Ascend")
 MODES = {"graph": ms.GRAPH_MODE, "pynative": ms.PYNATIVE_MODE}
 CLIP_ALGORITHMS = ("norm", "value")
 STRATEGIES = ("auto", "single", "data_parallel")
-
-
-class MisconfigurationError(ValueError):
-    """Bad arguments or a model the Trainer cannot run; the message is one line saying what to change."""
-
-
-def _choice(name, value, allowed):
-    if value not in allowed:
-        raise MisconfigurationError(f"{name}={value!r} is not supported; use one of {', '.join(map(repr, allowed))}")
-    return value
-
-
-def _parse_max_time(value):
-    """Lightning's formats: "DD:HH:MM:SS", a dict of timedelta arguments, a timedelta, or seconds."""
-    if value is None:
-        return None
-    if isinstance(value, datetime.timedelta):
-        return value.total_seconds()
-    if isinstance(value, dict):
-        return datetime.timedelta(**value).total_seconds()
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
-        parts = value.split(":")
-        if len(parts) == 4 and all(p.strip().isdigit() for p in parts):
-            d, h, m, s = map(int, parts)
-            return datetime.timedelta(days=d, hours=h, minutes=m, seconds=s).total_seconds()
-    raise MisconfigurationError(f"max_time={value!r}: use 'DD:HH:MM:SS', a dict like {{'hours': 1}}, or seconds")
-
-
-def _limit(name, value, total):
-    """Lightning's limit_*_batches: None = all, int = that many batches, float = that fraction of the epoch."""
-    if value is None:
-        return total
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise MisconfigurationError(f"{name}={value!r}: use an int number of batches or a float fraction in [0, 1]")
-    if isinstance(value, float):
-        if value > 1:
-            raise MisconfigurationError(f"{name}={value!r}: a float is a fraction of the epoch and must be <= 1")
-        if math.isinf(total):
-            raise MisconfigurationError(f"{name}={value!r}: a fraction needs a dataloader with a length")
-        return int(total * value)
-    return min(value, total)
 
 
 class Trainer:
@@ -97,11 +54,11 @@ class Trainer:
                  enable_checkpointing: bool = True, default_root_dir: Optional[str] = None,
                  name: str = "msforge_logs", version: Optional[Union[int, str]] = None, strategy: str = "auto",
                  devices: int = 1):
-        self.precision = _choice("precision", str(precision), tuple(PRECISIONS))
-        self.device_target = _choice("device_target", device_target, DEVICE_TARGETS)
-        self.mode = _choice("mode", mode, tuple(MODES))
-        self.gradient_clip_algorithm = _choice("gradient_clip_algorithm", gradient_clip_algorithm, CLIP_ALGORITHMS)
-        self.strategy = _choice("strategy", strategy, STRATEGIES)
+        self.precision = choice("precision", str(precision), tuple(PRECISIONS))
+        self.device_target = choice("device_target", device_target, DEVICE_TARGETS)
+        self.mode = choice("mode", mode, tuple(MODES))
+        self.gradient_clip_algorithm = choice("gradient_clip_algorithm", gradient_clip_algorithm, CLIP_ALGORITHMS)
+        self.strategy = choice("strategy", strategy, STRATEGIES)
         if gradient_clip_val is not None and (isinstance(gradient_clip_val, bool) or gradient_clip_val <= 0):
             raise MisconfigurationError(f"gradient_clip_val={gradient_clip_val!r}: must be a positive number or None")
         if not isinstance(accumulate_grad_batches, int) or accumulate_grad_batches < 1:
@@ -113,7 +70,7 @@ class Trainer:
         self.loss_scale_config = self._loss_scale(loss_scale)
         self.gradient_clip_val = gradient_clip_val
         self.accumulate_grad_batches = accumulate_grad_batches
-        self.max_time = _parse_max_time(max_time)
+        self.max_time = parse_max_time(max_time)
         self.fast_dev_run = int(fast_dev_run)  # True -> 1 batch
         if self.fast_dev_run:
             n = self.fast_dev_run
@@ -226,7 +183,7 @@ class Trainer:
                 if self.is_global_zero:
                     os.makedirs(self._log_dir, exist_ok=True)
             else:
-                n = _next_version(root)
+                n = ckpt_io.next_version(root)
                 while True:
                     path = os.path.join(root, f"version_{n}")
                     if not self.is_global_zero:
@@ -342,7 +299,7 @@ class Trainer:
         epoch_start, samples = time.monotonic(), 0
         self._call("on_train_epoch_start")
         batch_idx = start - 1
-        for batch_idx, batch in self._iterate(loader, n_batches, start, epoch=self.current_epoch):
+        for batch_idx, batch in iterate_batches(loader, n_batches, start, epoch=self.current_epoch):
             samples += self._train_batch(batch, batch_idx, n_batches)
             self._batches_done = batch_idx + 1
             if self._val_due_after(batch_idx, n_batches) and val_loaders:
@@ -354,7 +311,7 @@ class Trainer:
 
     def _train_batch(self, batch, batch_idx, n_batches):
         """One compiled step on one batch; returns the batch size."""
-        self._batch_size = _batch_size(batch)
+        self._batch_size = batch_size_of(batch)
         self._call("on_train_batch_start", batch, batch_idx)
         k = self.accumulate_grad_batches
         is_update = k == 1 or (batch_idx + 1) % k == 0 or batch_idx + 1 == n_batches
@@ -528,10 +485,10 @@ class Trainer:
         means = [EpochMeans() for _ in loaders]
         predictions = []
         for dl_idx, loader in enumerate(loaders):
-            total = _length(loader)
-            n = limit if limit is not None else _limit(f"limit_{kind}_batches", self.limits[kind], total)
-            for batch_idx, batch in self._iterate(loader, n, 0):
-                self._batch_size = _batch_size(batch)
+            total = loader_length(loader)
+            n = limit if limit is not None else limit_batches(f"limit_{kind}_batches", self.limits[kind], total)
+            for batch_idx, batch in iterate_batches(loader, n, 0):
+                self._batch_size = batch_size_of(batch)
                 self._log_target = means[dl_idx]
                 args = (batch, batch_idx) if len(loaders) == 1 or not takes_idx else (batch, batch_idx, dl_idx)
                 self._call(f"on_{stage}_batch_start", batch, batch_idx)
@@ -640,7 +597,7 @@ class Trainer:
         """All ranks take rank 0's version folder: only rank 0 writes, but every rank resolves paths inside it."""
         from mindspore import ops
 
-        n = _next_version(os.path.join(self.default_root_dir, self.name)) if self.is_global_zero else 0
+        n = ckpt_io.next_version(os.path.join(self.default_root_dir, self.name)) if self.is_global_zero else 0
         n = int(ops.AllReduce()(Tensor(np.array([n], np.float32))).asnumpy()[0])  # CPU (MCCL): float only
         self.version = f"version_{n}"
 
@@ -682,7 +639,7 @@ class Trainer:
                     raise MisconfigurationError(f"lr_scheduler has unknown keys {sorted(unknown)}; valid: scheduler, "
                                                 "interval, frequency, monitor, name, strict")
                 entry = {"interval": "epoch", "frequency": 1, "monitor": None, **sched}
-                _choice("lr_scheduler interval", entry["interval"], ("epoch", "step"))
+                choice("lr_scheduler interval", entry["interval"], ("epoch", "step"))
                 schedulers.append(entry)
         else:
             optimizer = config
@@ -711,11 +668,11 @@ class Trainer:
     def _train_loader(self, train_dataloaders, datamodule):
         loader = self._loaders("train", train_dataloaders, datamodule)[0]
         if self.overfit_batches:
-            n = _limit("overfit_batches", self.overfit_batches, _length(loader))
-            loader = list(itertools.islice(self._iterate(loader, n, 0), n))
+            n = limit_batches("overfit_batches", self.overfit_batches, loader_length(loader))
+            loader = list(itertools.islice(iterate_batches(loader, n, 0), n))
             loader = [batch for _, batch in loader]
         self.train_dataloader = loader
-        self.num_training_batches = _limit("limit_train_batches", self.limits["train"], _length(loader))
+        self.num_training_batches = limit_batches("limit_train_batches", self.limits["train"], loader_length(loader))
         if self.num_training_batches == 0:
             raise MisconfigurationError("the training dataloader gives no batches (check its length and "
                                         "limit_train_batches)")
@@ -729,30 +686,12 @@ class Trainer:
             if required:
                 raise MisconfigurationError(f"no {kind} dataloader: pass one or a datamodule with {kind}_dataloader()")
             return []
-        loaders = list(given) if isinstance(given, (list, tuple)) and not _is_batch_list(given) else [given]
+        loaders = list(given) if isinstance(given, (list, tuple)) and not is_batch_list(given) else [given]
         if self.distributed and self.world_size > 1:
             for loader in loaders:
                 if isinstance(loader, DataLoader):
                     loader.shard(self.global_rank, self.world_size)
         return loaders
-
-    def _iterate(self, loader, limit, start, epoch=None):
-        """Yield ``(batch_idx, batch)`` from ``start`` up to ``limit``; msforge DataLoaders skip without loading."""
-        if limit <= start:
-            return
-        if isinstance(loader, DataLoader):
-            loader.load_state_dict({"epoch": loader.epoch if epoch is None else epoch, "batches_consumed": start})
-            source = iter(loader)
-        else:
-            if epoch is not None and hasattr(loader, "set_epoch"):
-                loader.set_epoch(epoch)
-            if hasattr(loader, "create_tuple_iterator"):  # mindspore.dataset.Dataset
-                source = loader.create_tuple_iterator(num_epochs=1, output_numpy=True)
-            else:
-                source = iter(loader)
-            source = itertools.islice(source, start, None)
-        for batch_idx, batch in zip(range(start, limit), source):
-            yield batch_idx, _to_tensors(_check_batch(batch))
 
     # == checkpoints ==================================================================================================
     def save_checkpoint(self, path, weights_only=False):
@@ -762,7 +701,7 @@ class Trainer:
         state = self._checkpoint_state(weights_only)
         self._call("on_save_checkpoint", state)
         cell = self.module if weights_only or self.train_step is None else self.train_step
-        return ckpt_io.save(path, _named_params(cell), state)
+        return ckpt_io.save(path, ckpt_io.named_params(cell), state)
 
     def _checkpoint_state(self, weights_only):
         epoch_done = self._epoch_done
@@ -789,7 +728,7 @@ class Trainer:
             return os.path.abspath(ckpt_path)
         found = [cb for cb in self.checkpoint_callbacks]
         if ckpt_path == "last":
-            path = next((cb.last_model_path for cb in found if cb.last_model_path), None) or _find_last(
+            path = next((cb.last_model_path for cb in found if cb.last_model_path), None) or ckpt_io.find_last(
                 os.path.join(self.default_root_dir, self.name), [getattr(cb, "dirpath", None) for cb in found])
             if not path:
                 raise MisconfigurationError(f"ckpt_path='last': no last.ckpt found under "
@@ -797,7 +736,7 @@ class Trainer:
             return path
         path = next((cb.best_model_path for cb in found if cb.best_model_path), None)
         if not path:
-            last = _find_last(os.path.join(self.default_root_dir, self.name),
+            last = ckpt_io.find_last(os.path.join(self.default_root_dir, self.name),
                               [getattr(cb, "dirpath", None) for cb in found])
             if last:
                 _, state = ckpt_io.load(last)
@@ -822,7 +761,7 @@ class Trainer:
         if state.get("weights_only", not state):
             raise MisconfigurationError(f"checkpoint {path!r} holds weights only and cannot resume training; load it "
                                         "with ckpt_path in validate/test/predict, or save with save_weights_only=False")
-        targets = _named_params(self.train_step)
+        targets = ckpt_io.named_params(self.train_step)
         try:
             ckpt_io.check_match(path, params, targets)
         except ckpt_io.CheckpointError as err:
@@ -848,7 +787,7 @@ class Trainer:
         self._call("on_load_checkpoint", state)
 
     def _load_weights(self, model, path, params, state):
-        targets = _named_params(model)
+        targets = ckpt_io.named_params(model)
         try:
             ckpt_io.check_match(path, params, targets)
         except ckpt_io.CheckpointError as err:
@@ -904,63 +843,3 @@ def _in_main_thread():
     import threading
 
     return threading.current_thread() is threading.main_thread()
-
-
-def _named_params(cell):
-    seen, pairs = set(), []
-    for p in cell.get_parameters():
-        if p.name not in seen:
-            seen.add(p.name)
-            pairs.append((p.name, p))
-    return pairs
-
-
-def _next_version(root):
-    if not os.path.isdir(root):
-        return 0
-    found = [int(d[8:]) for d in os.listdir(root) if d.startswith("version_") and d[8:].isdigit()]
-    return max(found) + 1 if found else 0
-
-
-def _find_last(root, extra_dirs):
-    candidates = [os.path.join(d, "last.ckpt") for d in extra_dirs if d]
-    if os.path.isdir(root):
-        candidates += [os.path.join(root, d, "checkpoints", "last.ckpt") for d in os.listdir(root)]
-    existing = [c for c in candidates if os.path.isfile(c)]
-    return max(existing, key=os.path.getmtime) if existing else None
-
-
-def _length(loader):
-    if hasattr(loader, "get_dataset_size"):
-        return loader.get_dataset_size()
-    try:
-        return len(loader)
-    except TypeError:
-        return math.inf
-
-
-def _is_batch_list(value):
-    """A list given as a dataloader (e.g. a list of batches) rather than a list of dataloaders."""
-    return bool(value) and isinstance(value[0], tuple)
-
-
-def _check_batch(batch):
-    if isinstance(batch, (np.ndarray, Tensor)):
-        batch = (batch,)
-    if not isinstance(batch, (tuple, list)):
-        raise MisconfigurationError(f"a dataloader yielded a {type(batch).__name__}; batches must be tuples of numpy "
-                                    "arrays or Tensors")
-    for i, item in enumerate(batch):
-        if not isinstance(item, (np.ndarray, Tensor)):
-            raise MisconfigurationError(f"a dataloader yielded a batch whose item {i} is a {type(item).__name__}; "
-                                        "batches must be tuples of numpy arrays or Tensors")
-    return tuple(batch)
-
-
-def _to_tensors(batch):
-    return tuple(x if isinstance(x, Tensor) else Tensor(x) for x in batch)
-
-
-def _batch_size(batch):
-    first = batch[0]
-    return int(first.shape[0]) if len(first.shape) else 1
