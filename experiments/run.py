@@ -267,19 +267,10 @@ def _check_checkpoint(trainer, model, ckpt):
 
     try:
         path, params, _ = trainer.read_checkpoint(ckpt)
-        ckpt_io.check_match(path, params, _named_params(model))
+        ckpt_io.check_match(path, params, ckpt_io.named_params(model))
     except (MisconfigurationError, ckpt_io.CheckpointError) as err:
         raise ConfigError(f"--ckpt {ckpt}: {err}") from None
     return path
-
-
-def _named_params(cell):
-    seen, pairs = set(), []
-    for p in cell.get_parameters():
-        if p.name not in seen:
-            seen.add(p.name)
-            pairs.append((p.name, p))
-    return pairs
 
 
 def _preflight_data(datamodule, stages):
@@ -354,7 +345,7 @@ def load_weights(model, path):
     from msforge import checkpoint as ckpt_io
 
     params, _ = ckpt_io.load(path)
-    targets = _named_params(model)
+    targets = ckpt_io.named_params(model)
     ckpt_io.check_match(path, params, targets)
     ckpt_io.assign(targets, params)
 

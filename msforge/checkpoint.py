@@ -108,6 +108,7 @@ def assign(named_targets, params):
 
 
 def named_params(cell):
+    """``(name, Parameter)`` pairs of a cell, each name once (shared weights appear once)."""
     seen, pairs = set(), []
     for p in cell.get_parameters():
         if p.name not in seen:
@@ -117,6 +118,7 @@ def named_params(cell):
 
 
 def next_version(root):
+    """The N of the next ``version_N`` folder under ``root``."""
     if not os.path.isdir(root):
         return 0
     found = [int(d[8:]) for d in os.listdir(root) if d.startswith("version_") and d[8:].isdigit()]
@@ -124,6 +126,7 @@ def next_version(root):
 
 
 def find_last(root, extra_dirs):
+    """The newest ``last.ckpt`` in ``extra_dirs`` or in any run folder under ``root``, or None."""
     candidates = [os.path.join(d, "last.ckpt") for d in extra_dirs if d]
     if os.path.isdir(root):
         candidates += [os.path.join(root, d, "checkpoints", "last.ckpt") for d in os.listdir(root)]
