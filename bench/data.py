@@ -151,7 +151,7 @@ def main():
         "data_wait_gap_share_all": float(gaps[timed].sum() / cycles[timed].sum()),
         "data_wait_next_median_ms": float(np.median(waits[steady]) * 1e3),
         "data_steady_batches": 0 if fallback else int(steady.sum()),
-        "data_loadavg": median(probe.loads),
+        "data_loadavg": round(median(probe.loads), 2),
     }
     over = ("all timed batches (blocks too short to leave out refills)" if fallback
             else f"{int(steady.sum())} steady batches")

@@ -162,7 +162,7 @@ def main():
               f"{p}_elementwise_gflop_per_step_estimate": flops["elementwise_train_flops_estimate"] / 1e9,
               f"{p}_step_s": step, f"{p}_achieved_gflops": achieved / 1e9,
               "mfu_peak_matmul_gflops": peak / 1e9, f"{p}_fraction_of_peak": achieved / peak,
-              f"{p}_loadavg": median(ab.loads)}
+              f"{p}_loadavg": round(median(ab.loads), 2)}
     arch = {k: model.config[k] for k in ("patch", "hidden", "kernel_sizes")}
     lines = [f"{args.model} model ({arch}) at batch {batch}: {count_parameters(model):,} params; direct-conv FLOPs "
              f"per training step {flops['train_flops'] / 1e9:.1f} G (3x forward; elementwise not counted, estimated "
@@ -172,7 +172,7 @@ def main():
               for name, k, cin, cout, oh, ow, calls in flops["layers"]]
     lines += [f"step {step:.3f} s -> {achieved / 1e9:.1f} GFLOP/s; peak ({args.size}^2 fp32 matmul, MindSpore graph "
               f"mode) {peak / 1e9:.1f} GFLOP/s; fraction of peak {achieved / peak:.3f} (medians over {args.blocks} "
-              f"A/B blocks; load average {median(ab.loads)})"]
+              f"A/B blocks; load average {round(median(ab.loads), 2)})"]
     emit(result, args.json, lines)
 
 

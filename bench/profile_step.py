@@ -100,8 +100,8 @@ def onednn_child(args):
 def profile_onednn(args):
     env = dict(os.environ, ONEDNN_VERBOSE="1",
                PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", "--batch", str(args.batch), "--steps",
-           str(args.steps), "--warmup", str(args.warmup), "--model", args.model]
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", "--steps", str(args.steps), "--warmup",
+           str(args.warmup), "--model", args.model] + (["--batch", str(args.batch)] if args.batch else [])
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
                             cwd=tempfile.gettempdir())
     marks, current, per_step, info = [], None, [], []

@@ -30,7 +30,7 @@ BENCHMARKS = [
     ("data", "data.py", [], ["--blocks", "2", "--steps", "3", "--warmup", "1", "--gen-batches", "4"], (1800, 600)),
     ("mfu", "mfu.py", [], ["--blocks", "2", "--steps", "2", "--warmup", "1", "--matmuls", "3"], (1800, 600)),
     ("vs_lightning", "vs_lightning.py", [],
-     ["--archs", "cpu_small", "--rounds", "2", "--steps", "2", "--warmup", "1"], (3600, 900)),
+     ["--archs", "default", "--rounds", "2", "--steps", "3", "--warmup", "1"], (3600, 900)),
     ("startup", "startup.py", [], ["--rounds", "1", "--test-batches", "8"], (3600, 1200)),
 ]
 

@@ -149,7 +149,7 @@ def main():
         "startup_cache_bytes": cache_bytes,
         "startup_breakdown_nocache_1": runs["nocache_1"],
         "startup_breakdown_cache_warm_1": runs["cache_warm_1"],
-        "startup_loadavg": median([v["loadavg"] for v in runs.values()]),
+        "startup_loadavg": round(median([v["loadavg"] for v in runs.values()]), 2),
         "startup_cache_works_with_model_as_configured": cache_error is None,
     }
     if cache_error:

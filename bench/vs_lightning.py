@@ -459,7 +459,7 @@ def bench_arch(args, arch, batch, workdir):
         f"{arch}_msforge_first_step_s": sides["msforge"].ready["warmup_times"][0],
         f"{arch}_lightning_first_step_s": sides["lightning"].ready["warmup_times"][0],
         f"{arch}_rounds": rounds,
-        f"{arch}_loadavg": median([r["loadavg"] for r in rounds]),
+        f"{arch}_loadavg": round(median([r["loadavg"] for r in rounds]), 2),
         f"{arch}_wall_s": time.perf_counter() - t0,
     }
 

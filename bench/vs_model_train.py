@@ -146,9 +146,9 @@ def main():
               f"{p}_ratio_trainer_over_model_train": tr / mt,
               f"{p}_ratio_paired_median": median([a / b for a, b in zip(ab.times["trainer"][1:],
                                                                         ab.times["model_train"][1:])]),
-              f"{p}_sink_supported_on_cpu": sink_supported_on_cpu(), f"{p}_loadavg": median(ab.loads)}
+              f"{p}_sink_supported_on_cpu": sink_supported_on_cpu(), f"{p}_loadavg": round(median(ab.loads), 2)}
     lines = [f"Trainer {tr * 1e3:.2f} ms/step, Model.train (sink off) {mt * 1e3:.2f} ms/step ({args.model} net; "
-             f"medians over {args.epochs - 1} alternating epochs of {n} steps; load average {median(ab.loads)})"]
+             f"medians over {args.epochs - 1} alternating epochs of {n} steps; load average {result[f'{p}_loadavg']})"]
     if args.sink:
         sk = median(ab.times["model_train_sink"][1:])
         result[f"{p}_model_train_sink_step_s"] = sk
