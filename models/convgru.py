@@ -4,6 +4,7 @@ Writing a new model = a cell that follows the state protocol (``zero_state`` ret
 output ``h``; ``construct(x, *state)`` returns the next tuple) and a Module subclass that names it.
 """
 import msforge  # noqa: F401  (first: caps oneDNN's ISA before mindspore loads)
+from msforge.layers import GroupNorm
 
 import mindspore as ms
 from mindspore import nn, ops
@@ -21,8 +22,8 @@ class ConvGRUCell(nn.Cell):
         self.hidden = hidden
         self.gates = conv2d(in_channels + hidden, 2 * hidden, kernel_size)
         self.candidate = conv2d(in_channels + hidden, hidden, kernel_size)
-        self.gates_norm = nn.GroupNorm(group_count(2 * hidden), 2 * hidden) if norm else None
-        self.candidate_norm = nn.GroupNorm(group_count(hidden), hidden) if norm else None
+        self.gates_norm = GroupNorm(group_count(2 * hidden), 2 * hidden) if norm else None
+        self.candidate_norm = GroupNorm(group_count(hidden), hidden) if norm else None
 
     def zero_state(self, batch, height, width):
         return (ops.zeros((batch, self.hidden, height, width), ms.float32),)

@@ -18,6 +18,7 @@ Three pieces, each usable alone:
 Tensors are ``(B, T, C, H, W)`` float32 with values in [0, 1].
 """
 from msforge import Module, metrics  # first: msforge caps oneDNN's ISA before mindspore loads
+from msforge.layers import GroupNorm  # nn.GroupNorm's parameters, a compiled kernel on CPU
 
 import mindspore as ms
 import numpy as np
@@ -98,7 +99,7 @@ class ConvLSTMCell(nn.Cell):
             raise ValueError(f"ConvLSTMCell(kernel_size={kernel_size}): must be odd to keep the frame size")
         self.in_channels, self.hidden = in_channels, hidden
         self.conv = conv2d(in_channels + hidden, 4 * hidden, kernel_size)
-        self.norm = nn.GroupNorm(group_count(4 * hidden), 4 * hidden) if norm else None
+        self.norm = GroupNorm(group_count(4 * hidden), 4 * hidden) if norm else None
         self.split = ops.Split(axis=1, output_num=4)
 
     def zero_state(self, batch, height, width):
