@@ -8,5 +8,6 @@ from callbacks.lr_monitor import LearningRateMonitor
 from callbacks.model_checkpoint import ModelCheckpoint
 from callbacks.progress_bar import ProgressBar
 from callbacks.tensorboard import TensorBoard
+from callbacks.timer import Timer
 
-__all__ = ["ModelCheckpoint", "EarlyStopping", "TensorBoard", "CSVLogger", "ProgressBar", "LearningRateMonitor"]
+__all__ = ["ModelCheckpoint", "EarlyStopping", "TensorBoard", "CSVLogger", "ProgressBar", "LearningRateMonitor", "Timer"]
