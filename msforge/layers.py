@@ -2,8 +2,8 @@
 
 ``GroupNorm``: a drop-in for ``mindspore.nn.GroupNorm`` (same constructor, the same ``gamma`` / ``beta`` Parameters,
 so checkpoints move between the two). On CPU it runs a compiled C++ forward and backward (``msforge/kernels/
-group_norm.cc`` through ``ops.Custom(func_type="aot")``): measured ~5x faster than MindSpore 2.10's CPU GroupNorm and
-GroupNormGrad pair (``bench/group_norm.py``), equal to it within float32 rounding (``tests/test_layers.py``).
+group_norm.cc`` through ``ops.Custom(func_type="aot")``), timed against MindSpore 2.10's CPU GroupNorm and
+GroupNormGrad by ``bench/group_norm.py`` and equal to them within float32 rounding (``tests/test_layers.py``).
 Elsewhere (GPU, Ascend), or when the kernel cannot be built (no C++ compiler; ``MSFORGE_KERNELS=0``), it is
 ``nn.GroupNorm`` itself; a warning names the reason once.
 """
