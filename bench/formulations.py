@@ -5,14 +5,15 @@ same weights (the forward outputs are compared, printed as "max diff") and train
 and Adam on the same random batch. Variants (join with "_", e.g. ``split_zero``); GroupNorm is MindSpore's
 ``nn.GroupNorm`` unless a variant names another:
 
-    base     models/convlstm.py with MindSpore's nn.GroupNorm (one conv over concat(x, h) per step)
+    base     models/convlstm.py as it was before this benchmark: MindSpore's nn.GroupNorm, one conv over
+             concat(x, h) per step, frames taken by a strided slice ``seq[:, t]`` per step
     fastgn   GroupNorm written in plain ops (reshape, mean, rsqrt) instead of MindSpore's GroupNorm kernel
     mmgn     GroupNorm whose means are matmuls with a ones vector (MatMul is MindSpore's fastest CPU kernel)
     split    conv(concat(x, h)) = conv_x(x) + conv_h(h) with the weight sliced: conv_x runs once over all B*T frames
              before the time loop; the gates are unstacked once instead of sliced per step
-    unstack  one unstack of each level's sequence instead of a strided slice ``seq[:, t]`` per time step
+    unstack  one unstack of each level's sequence instead of a slice per time step (models/convlstm.py does this now)
     zero     (with split) the forecaster's top cell is fed zeros: its conv_x is its bias, skip the conv
-    kernelgn msforge.layers.GroupNorm's compiled C++ kernel (models/convlstm.py uses it since it was measured here)
+    kernelgn msforge.layers.GroupNorm's compiled C++ kernel (models/convlstm.py uses it now)
     nonorm   no GroupNorm at all (a different network: the ceiling a faster GroupNorm could reach)
 
 Rounds alternate the variants' order (A B C, C B A, ...); each round times ``--steps`` steps per variant. Prints the
@@ -96,13 +97,13 @@ class SplitConvEF(EncoderForecaster):
         return ops.stack(outputs, 1), (hh, cc)
 
 
-class UnstackEF(EncoderForecaster):
-    """Frames taken from the sequence by one unstack per level instead of a strided slice ``seq[:, t]`` per step."""
+class SlicedEF(EncoderForecaster):
+    """models/convlstm.py's time loop before this benchmark: a strided slice ``seq[:, t]`` per time step."""
 
     def _unroll(self, cell, seq, state):
         outputs = []
-        for frame in ops.unstack(seq, 1):
-            state = cell(frame, *state)
+        for t in range(seq.shape[1]):
+            state = cell(seq[:, t], *state)
             outputs.append(state[0])
         return ops.stack(outputs, 1), state
 
@@ -123,7 +124,7 @@ def build(variant, config):
     if unknown or ("zero" in parts and "split" not in parts) or {"split", "unstack"} <= parts:
         raise SystemExit(f"error: variant {variant!r}: unknown part(s) {sorted(unknown)}, 'zero' without 'split' or "
                          "'split' with 'unstack' (split unstacks already)")
-    net = (SplitConvEF if "split" in parts else UnstackEF if "unstack" in parts else EncoderForecaster)(**config)
+    net = (SplitConvEF if "split" in parts else EncoderForecaster if "unstack" in parts else SlicedEF)(**config)
     for cell in list(net.enc_cells) + list(net.fc_cells):
         cell.zero_input = False  # a constant of the compiled graph
     net.fc_cells[net.levels - 1].zero_input = "zero" in parts and not net.feed_predictions

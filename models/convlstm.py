@@ -236,8 +236,8 @@ class EncoderForecaster(nn.Cell):
     def _unroll(self, cell, seq, state):
         """Run ``cell`` over ``seq`` (B, T, C, h, w) from ``state``; return the stacked outputs and the last state."""
         outputs = []
-        for t in range(seq.shape[1]):
-            state = cell(seq[:, t], *state)
+        for frame in ops.unstack(seq, 1):  # one unstack, not a strided slice seq[:, t] per step (bench/formulations.py)
+            state = cell(frame, *state)
             outputs.append(state[0])
         return ops.stack(outputs, 1), state
 
