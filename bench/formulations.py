@@ -3,7 +3,7 @@
 Each variant is the EncoderForecaster of models/convlstm.py with one piece written differently; all start from the
 same weights (the forward outputs are compared, printed as "max diff") and train with the same TrainOneStepCell, MSE
 and Adam on the same random batch. Variants (join with "_", e.g. ``split_zero``); GroupNorm is MindSpore's
-``nn.GroupNorm`` unless a variant names another:
+``nn.GroupNorm`` and convolutions are MindSpore's ``nn.Conv2d`` kernels unless a variant names another:
 
     base     models/convlstm.py as it was before this benchmark: MindSpore's nn.GroupNorm, one conv over
              concat(x, h) per step, frames taken by a strided slice ``seq[:, t]`` per step
@@ -14,6 +14,7 @@ and Adam on the same random batch. Variants (join with "_", e.g. ``split_zero``)
     unstack  one unstack of each level's sequence instead of a slice per time step (models/convlstm.py does this now)
     zero     (with split) the forecaster's top cell is fed zeros: its conv_x is its bias, skip the conv
     kernelgn msforge.layers.GroupNorm's compiled C++ kernel (models/convlstm.py uses it now)
+    dnnlconv msforge.layers.Conv2d's kernels: oneDNN on its blocked layout (models/convlstm.py uses them now)
     nonorm   no GroupNorm at all (a different network: the ceiling a faster GroupNorm could reach)
 
 Rounds alternate the variants' order (A B C, C B A, ...); each round times ``--steps`` steps per variant. Prints the
@@ -34,7 +35,7 @@ import mindspore as ms  # noqa: E402
 import numpy as np  # noqa: E402
 from mindspore import Tensor, nn, ops  # noqa: E402
 
-from msforge.layers import GroupNorm  # noqa: E402
+from msforge.layers import Conv2d, GroupNorm  # noqa: E402
 
 from models.convlstm import EncoderForecaster, cpu_small_config, tanh  # noqa: E402
 
@@ -120,7 +121,7 @@ class MSELoss(nn.Cell):
 
 def build(variant, config):
     parts = set(variant.split("_"))
-    unknown = parts - {"base", "fastgn", "mmgn", "kernelgn", "split", "zero", "unstack", "nonorm"}
+    unknown = parts - {"base", "fastgn", "mmgn", "kernelgn", "split", "zero", "unstack", "nonorm", "dnnlconv"}
     if unknown or ("zero" in parts and "split" not in parts) or {"split", "unstack"} <= parts:
         raise SystemExit(f"error: variant {variant!r}: unknown part(s) {sorted(unknown)}, 'zero' without 'split' or "
                          "'split' with 'unstack' (split unstacks already)")
@@ -134,6 +135,9 @@ def build(variant, config):
     if "nonorm" in parts:
         for cell in list(net.enc_cells) + list(net.fc_cells):
             cell.norm = None
+    for _, cell in net.cells_and_names():
+        if isinstance(cell, Conv2d):  # read when the graph is compiled: False runs nn.Conv2d's own construct
+            cell.use_kernel = cell.use_kernel and "dnnlconv" in parts
     return net
 
 

@@ -18,7 +18,7 @@ Three pieces, each usable alone:
 Tensors are ``(B, T, C, H, W)`` float32 with values in [0, 1].
 """
 from msforge import Module, metrics  # first: msforge caps oneDNN's ISA before mindspore loads
-from msforge.layers import GroupNorm  # nn.GroupNorm's parameters, a compiled kernel on CPU
+from msforge.layers import Conv2d, GroupNorm  # nn.Conv2d's / nn.GroupNorm's parameters, faster kernels on CPU
 
 import mindspore as ms
 import numpy as np
@@ -78,9 +78,10 @@ def conv2d(in_channels, out_channels, kernel_size, stride=1):
     """Conv2d with bias and "same" output size for odd kernels (``ceil(H / stride)``).
 
     Padding is an explicit, symmetric ``k // 2`` (PyTorch's ``padding=k//2``) rather than ``pad_mode="same"``,
-    which pads stride-2 convs asymmetrically; the output size is the same."""
-    return nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, pad_mode="pad",
-                     padding=kernel_size // 2, has_bias=True)
+    which pads stride-2 convs asymmetrically; the output size is the same. ``msforge.layers.Conv2d``: the stride-1
+    ones run oneDNN's blocked-layout kernels on CPU."""
+    return Conv2d(in_channels, out_channels, kernel_size, stride=stride, pad_mode="pad",
+                  padding=kernel_size // 2, has_bias=True)
 
 
 # -- cell ----------------------------------------------------------------------------------------------------------

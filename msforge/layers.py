@@ -1,22 +1,38 @@
 """Layers that replace a MindSpore layer with a faster kernel where MindSpore's own is slow, same parameters.
 
+``Conv2d``: a drop-in for ``mindspore.nn.Conv2d`` (same constructor and Parameters ``weight`` / ``bias``). On CPU,
+for float32 NCHW stride-1 convolutions with symmetric zero padding and no dilation or groups (the ConvLSTM's gates
+convolution), forward and backward run the oneDNN library MindSpore ships with the layout oneDNN computes fastest in
+(``msforge/kernels/conv2d.cc``), with the bias add fused; MindSpore 2.10's own CPU kernels give it plain NCHW and get
+im2col + sgemm. Timed by ``bench/layers.py``, equal to ``nn.Conv2d`` within float32 rounding
+(``tests/test_layers.py``). Any other configuration or device, or no compiler: ``nn.Conv2d`` itself.
+
 ``GroupNorm``: a drop-in for ``mindspore.nn.GroupNorm`` (same constructor, the same ``gamma`` / ``beta`` Parameters,
 so checkpoints move between the two). On CPU it runs a compiled C++ forward and backward (``msforge/kernels/
 group_norm.cc`` through ``ops.Custom(func_type="aot")``), timed against MindSpore 2.10's CPU GroupNorm and
-GroupNormGrad by ``bench/group_norm.py`` and equal to them within float32 rounding (``tests/test_layers.py``).
+GroupNormGrad by ``bench/layers.py`` and equal to them within float32 rounding (``tests/test_layers.py``).
 Elsewhere (GPU, Ascend), or when the kernel cannot be built (no C++ compiler; ``MSFORGE_KERNELS=0``), it is
 ``nn.GroupNorm`` itself; a warning names the reason once.
 """
+import ctypes
 import warnings
 
 import mindspore as ms
+import numpy as np
 from mindspore import Tensor, nn, ops
 
 from msforge import kernels
 
-__all__ = ["GroupNorm", "group_norm_kernel"]
+__all__ = ["Conv2d", "GroupNorm", "conv2d_kernel", "group_norm_kernel"]
 
 _warned = set()
+_onednn_versions = {}  # library path -> oneDNN version it runs with (major * 10000 + minor * 100 + patch)
+
+
+def _warn_once(message):
+    if message not in _warned:
+        _warned.add(message)
+        warnings.warn(message, stacklevel=4)
 
 
 def group_norm_kernel():
@@ -24,11 +40,79 @@ def group_norm_kernel():
     if ms.get_context("device_target") != "CPU":
         return None
     path, reason = kernels.library("group_norm")
-    if path is None and reason not in _warned:
-        _warned.add(reason)
-        warnings.warn(f"msforge.layers.GroupNorm uses MindSpore's GroupNorm kernel (slower on CPU): {reason}",
-                      stacklevel=3)
+    if path is None:
+        _warn_once(f"msforge.layers.GroupNorm uses MindSpore's GroupNorm kernel (slower on CPU): {reason}")
     return path
+
+
+def conv2d_kernel():
+    """Path of the compiled oneDNN convolution library when this process will use it, else None (after one
+    warning). The library's oneDNN must be 3.x: the C API declarations in conv2d.cc are 3.x's."""
+    if ms.get_context("device_target") != "CPU":
+        return None
+    path, reason = kernels.library("conv2d")
+    if path is not None:
+        if path not in _onednn_versions:
+            _onednn_versions[path] = ctypes.CDLL(path).MsforgeOneDnnVersion()
+        version = _onednn_versions[path]
+        if version // 10000 != 3:
+            path, reason = None, f"MindSpore's oneDNN reports version code {version}; conv2d.cc is written for 3.x"
+    if path is None:
+        _warn_once(f"msforge.layers.Conv2d uses MindSpore's Conv2D kernels (slower on CPU): {reason}")
+    return path
+
+
+def _symmetric_padding(conv):
+    """(pad_h, pad_w) of a stride-1 ``nn.Conv2d`` whose padding is the same on both sides of each axis, or None."""
+    kh, kw = conv.kernel_size
+    if conv.pad_mode == "same":
+        return (kh // 2, kw // 2) if kh % 2 and kw % 2 else None
+    if conv.pad_mode == "valid":
+        return 0, 0
+    p = conv.padding
+    top, bottom, left, right = (p, p, p, p) if isinstance(p, int) else p
+    return (top, left) if top == bottom and left == right else None
+
+
+class Conv2d(nn.Conv2d):
+    """``mindspore.nn.Conv2d`` with oneDNN's blocked-layout kernels on CPU (see the module docstring) where the
+    configuration allows; ``use_kernel=False`` forces MindSpore's. The device is read when the layer is built."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, pad_mode="same", padding=0, dilation=1,
+                 group=1, has_bias=False, weight_init=None, bias_init=None, data_format="NCHW", dtype=ms.float32,
+                 use_kernel=True):
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, pad_mode=pad_mode, padding=padding,
+                         dilation=dilation, group=group, has_bias=has_bias, weight_init=weight_init,
+                         bias_init=bias_init, data_format=data_format, dtype=dtype)
+        pads = _symmetric_padding(self)
+        supported = (pads is not None and self.stride == (1, 1) and self.dilation == (1, 1) and self.group == 1
+                     and self.data_format == "NCHW" and dtype == ms.float32)
+        path = conv2d_kernel() if use_kernel and supported else None
+        self.use_kernel = path is not None
+        if not self.use_kernel:
+            return
+        (ph, pw), (kh, kw) = pads, self.kernel_size
+        backward = ops.Custom(f"{path}:Conv2dBackward", out_shape=lambda dy, x, w: (x, w, (w[0],)),
+                              out_dtype=lambda dy, x, w: (x, w, w), func_type="aot")
+
+        def bprop(x, weight, bias, out, dout):
+            return backward(dout, x, weight)
+
+        def out_shape(x, w, b):
+            return x[0], w[0], x[2] + 2 * ph - kh + 1, x[3] + 2 * pw - kw + 1
+
+        self.forward_op = ops.Custom(f"{path}:Conv2dForward", out_shape=out_shape, out_dtype=lambda x, w, b: x,
+                                     func_type="aot", bprop=bprop)
+        self.backward_op = backward  # kept as an attribute so the Cell owns both primitives
+        # The kernel always adds a bias; without one it adds zeros (and its gradient is dropped).
+        self.zero_bias = None if has_bias else Tensor(np.zeros(out_channels, np.float32))
+
+    def construct(self, x):
+        # float16 / bfloat16 inputs (mixed precision casts them) take MindSpore's kernels; the dtype is a constant of
+        # the compiled graph
+        if self.use_kernel and x.dtype == ms.float32 and self.weight.dtype == ms.float32:
+            return self.forward_op(x, self.weight, self.bias if self.has_bias else self.zero_bias)
+        return super().construct(x)
 
 
 class GroupNorm(nn.GroupNorm):
@@ -58,6 +142,6 @@ class GroupNorm(nn.GroupNorm):
         self.eps_tensor = Tensor([self.eps], ms.float32)
 
     def construct(self, x):
-        if self.use_kernel:
+        if self.use_kernel and x.dtype == ms.float32 and self.gamma.dtype == ms.float32:  # else mixed precision
             return self.forward_op(x, self.gamma, self.beta, self.eps_tensor)[0]
         return self._cal_output(x)

@@ -1,5 +1,7 @@
-"""msforge.layers.GroupNorm: the compiled CPU kernel against MindSpore's nn.GroupNorm (forward and gradients, graph
-mode), its checkpoint compatibility, and the fallbacks when the kernel cannot be built."""
+"""msforge.layers.GroupNorm and Conv2d: the compiled CPU kernels against MindSpore's nn.GroupNorm and nn.Conv2d
+(forward and gradients, graph mode), their checkpoint compatibility, mixed precision, and the fallbacks when a kernel
+cannot be built or does not apply."""
+import ctypes
 import os
 import shutil
 import subprocess
@@ -11,27 +13,36 @@ import numpy as np
 import pytest
 from mindspore import Tensor, nn
 
-from msforge.layers import GroupNorm
+from msforge import layers
+from msforge.layers import Conv2d, GroupNorm, conv2d_kernel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 needs_compiler = pytest.mark.skipif(not (os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")),
-                                    reason="no C++ compiler: GroupNorm falls back to MindSpore's kernel")
+                                    reason="no C++ compiler: the layers fall back to MindSpore's kernels")
 
 
 class WeightedSum(nn.Cell):
-    def __init__(self, norm):
+    def __init__(self, layer):
         super().__init__()
-        self.norm = norm
+        self.layer = layer
 
     def construct(self, x, w):
-        return (self.norm(x) * w).sum()
+        return (self.layer(x) * w).sum()
 
 
-def forward_and_grads(norm, x, w):
-    net = WeightedSum(norm)
+def forward_and_grads(layer, x, w):
+    """``layer(x)``, then d/dx and d/dParameter (in ``trainable_params`` order) of ``sum(layer(x) * w)``."""
+    net = WeightedSum(layer)
     grad_fn = ms.value_and_grad(net, grad_position=0, weights=net.trainable_params())
-    _, (dx, (dgamma, dbeta)) = grad_fn(Tensor(x), Tensor(w))
-    return norm(Tensor(x)).asnumpy(), dx.asnumpy(), dgamma.asnumpy(), dbeta.asnumpy()
+    _, (dx, dparams) = grad_fn(Tensor(x), Tensor(w))
+    return (layer(Tensor(x)).asnumpy(), dx.asnumpy(), *(g.asnumpy() for g in dparams))
+
+
+def assert_close(got, want, names):
+    for name, a, b in zip(names, got, want):
+        scale = max(1.0, float(np.abs(b).max()))
+        assert a.shape == b.shape, name
+        assert np.abs(a - b).max() <= 2e-6 * scale * max(1, np.sqrt(b.size / 1000)), name
 
 
 @needs_compiler
@@ -54,9 +65,109 @@ def test_kernel_matches_mindspore_groupnorm_forward_and_gradients(shape, groups)
         want = (want[0][..., 0], want[1][..., 0], want[2], want[3])
     else:
         got, want = forward_and_grads(fast, x, w), forward_and_grads(reference, x, w)
-    for name, a, b in zip(("y", "dx", "dgamma", "dbeta"), got, want):
-        scale = max(1.0, float(np.abs(b).max()))
-        assert np.abs(a - b).max() <= 2e-6 * scale * max(1, np.sqrt(b.size / 1000)), name
+    assert_close(got, want, ("y", "dx", "dgamma", "dbeta"))
+
+
+# (input shape, out channels, constructor keywords): the ConvLSTM's gates convs (3x3 and 5x5, "pad" k // 2), its
+# 1x1 output conv, pad_mode "same" / "valid", a non-square kernel with per-axis padding, no bias, batch 1
+CONV_CASES = [((16, 48, 16, 16), 128, dict(kernel_size=3, pad_mode="pad", padding=1, has_bias=True)),
+              ((2, 40, 16, 16), 64, dict(kernel_size=5, pad_mode="pad", padding=2, has_bias=True)),
+              ((3, 32, 16, 16), 16, dict(kernel_size=1, pad_mode="pad", padding=0, has_bias=True)),
+              ((2, 5, 7, 9), 6, dict(kernel_size=3, pad_mode="same", has_bias=True)),
+              ((2, 5, 7, 9), 6, dict(kernel_size=(3, 5), pad_mode="valid", has_bias=True)),
+              ((2, 5, 7, 9), 3, dict(kernel_size=(3, 5), pad_mode="pad", padding=(1, 1, 2, 2))),
+              ((1, 3, 6, 6), 7, dict(kernel_size=3, pad_mode="pad", padding=1))]
+
+
+def conv_pair(in_channels, out_channels, **kwargs):
+    """An msforge Conv2d and an nn.Conv2d with the same configuration and Parameter values."""
+    fast, reference = Conv2d(in_channels, out_channels, **kwargs), nn.Conv2d(in_channels, out_channels, **kwargs)
+    ms.load_param_into_net(fast, {p.name: p for p in reference.get_parameters()})
+    return fast, reference
+
+
+@needs_compiler
+@pytest.mark.parametrize("shape,out_channels,kwargs", CONV_CASES)
+def test_conv_kernel_matches_mindspore_conv2d_forward_and_gradients(shape, out_channels, kwargs):
+    ms.set_context(mode=ms.GRAPH_MODE)
+    fast, reference = conv_pair(shape[1], out_channels, **kwargs)
+    assert fast.use_kernel
+    rng = np.random.default_rng(sum(shape) + out_channels)
+    x = rng.normal(size=shape).astype(np.float32)
+    w = rng.normal(size=reference(Tensor(x)).shape).astype(np.float32)
+    got, want = forward_and_grads(fast, x, w), forward_and_grads(reference, x, w)
+    assert len(got) == (4 if kwargs.get("has_bias") else 3)
+    assert_close(got, want, ("y", "dx", "dweight", "dbias"))
+
+
+@needs_compiler
+def test_conv_kernel_in_pynative_mode():
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    try:
+        shape, out_channels, kwargs = CONV_CASES[3]
+        fast, reference = conv_pair(shape[1], out_channels, **kwargs)
+        x = np.random.default_rng(1).normal(size=shape).astype(np.float32)
+        w = np.random.default_rng(2).normal(size=(2, 6, 7, 9)).astype(np.float32)
+        assert_close(forward_and_grads(fast, x, w), forward_and_grads(reference, x, w), ("y", "dx", "dw", "db"))
+    finally:
+        ms.set_context(mode=ms.GRAPH_MODE)
+
+
+@needs_compiler
+def test_onednn_picks_direct_kernels_not_im2col_gemm_for_the_convlstm_gates():
+    # what the kernel is for: on plain NCHW (MindSpore's own Conv2D) oneDNN runs "x64:gemm:jit"
+    impl = ctypes.CDLL(conv2d_kernel()).MsforgeConvImpl
+    impl.restype = ctypes.c_char_p
+    chosen = impl(16, 64, 16, 16, 128, 3, 1).decode().split()
+    assert len(chosen) == 3 and not any("gemm" in name for name in chosen), chosen
+
+
+@pytest.mark.parametrize("kwargs", [dict(stride=2, pad_mode="pad", padding=1), dict(dilation=2, pad_mode="same"),
+                                    dict(group=2, pad_mode="same"), dict(pad_mode="pad", padding=(1, 0, 1, 1)),
+                                    dict(kernel_size=2, pad_mode="same")])
+def test_conv_configurations_the_kernel_does_not_cover_run_mindspore_conv2d(kwargs):
+    ms.set_context(mode=ms.GRAPH_MODE)
+    kwargs = dict(dict(kernel_size=3, has_bias=True), **kwargs)
+    fast, reference = conv_pair(4, 6, **kwargs)
+    assert not fast.use_kernel
+    x = np.random.default_rng(0).normal(size=(2, 4, 8, 8)).astype(np.float32)
+    assert np.array_equal(fast(Tensor(x)).asnumpy(), reference(Tensor(x)).asnumpy())
+
+
+class ConvNorm(nn.Cell):
+    def __init__(self, layers):
+        super().__init__()
+        self.conv = layers.Conv2d(4, 8, 3, pad_mode="pad", padding=1, has_bias=True)
+        self.norm = layers.GroupNorm(2, 8)
+
+    def construct(self, x):
+        return self.norm(self.conv(x))
+
+
+@needs_compiler
+def test_mixed_precision_float16_inputs_take_mindspore_kernels():
+    # auto_mixed_precision O2 (Trainer precision="16-mixed") casts the layers' inputs to float16: the float32-only
+    # kernels must step aside instead of failing at launch
+    ms.set_context(mode=ms.GRAPH_MODE)
+    fast, reference = ConvNorm(layers), ConvNorm(nn)
+    ms.load_param_into_net(fast, {p.name: p for p in reference.get_parameters()})
+    assert fast.conv.use_kernel and fast.norm.use_kernel
+    for net in (fast, reference):
+        ms.amp.auto_mixed_precision(net, "O2", dtype=ms.float16)
+    x = Tensor(np.random.default_rng(0).normal(size=(2, 4, 6, 6)).astype(np.float32))
+    got, want = fast(x), reference(x)
+    assert got.dtype == want.dtype == ms.float16
+    assert np.array_equal(got.asnumpy(), want.asnumpy())
+
+
+def test_conv_same_parameters_as_nn_conv2d_so_checkpoints_move_between_them(tmp_path):
+    fast, reference = Conv2d(3, 4, 3, has_bias=True), nn.Conv2d(3, 4, 3, has_bias=True)
+    assert [(p.name, p.shape) for p in fast.get_parameters()] == [(p.name, p.shape) for p in reference.get_parameters()]
+    fast.bias.set_data(Tensor(np.arange(4, dtype=np.float32)))
+    path = str(tmp_path / "conv.ckpt")
+    ms.save_checkpoint(fast, path)
+    ms.load_param_into_net(reference, ms.load_checkpoint(path))
+    assert np.array_equal(reference.bias.asnumpy(), np.arange(4, dtype=np.float32))
 
 
 def test_same_parameters_as_nn_groupnorm_so_checkpoints_move_between_them(tmp_path):
@@ -76,35 +187,40 @@ def run_python(code, **env):
 
 
 CHECK = """
-import msforge, numpy as np
+import msforge, numpy as np, mindspore as ms
 from mindspore import Tensor, nn
-from msforge.layers import GroupNorm
-fast = GroupNorm(2, 4)
+from msforge.layers import Conv2d, GroupNorm
+norm, conv, reference = GroupNorm(2, 4), Conv2d(4, 4, 3, has_bias=True), nn.Conv2d(4, 4, 3, has_bias=True)
+ms.load_param_into_net(conv, {p.name: p for p in reference.get_parameters()})
 x = Tensor(np.random.default_rng(0).normal(size=(2, 4, 3, 3)).astype(np.float32))
-diff = float(np.abs(fast(x).asnumpy() - nn.GroupNorm(2, 4)(x).asnumpy()).max())
-print("use_kernel", fast.use_kernel, "diff", diff)
+diff = max(float(np.abs(norm(x).asnumpy() - nn.GroupNorm(2, 4)(x).asnumpy()).max()),
+           float(np.abs(conv(x).asnumpy() - reference(x).asnumpy()).max()))
+print("use_kernel", norm.use_kernel, conv.use_kernel, "diff", diff)
 """
 
 
 @needs_compiler
 def test_builds_into_the_cache_dir_once(tmp_path):
     first = run_python(CHECK, MSFORGE_CACHE_DIR=str(tmp_path))
-    assert "use_kernel True diff" in first.stdout, first.stderr
-    built = os.listdir(tmp_path / "kernels")
-    assert len(built) == 1 and built[0].startswith("libgroup_norm-") and built[0].endswith(".so")
-    stamp = os.stat(tmp_path / "kernels" / built[0]).st_mtime_ns
+    assert "use_kernel True True diff" in first.stdout, first.stderr
+    built = sorted(os.listdir(tmp_path / "kernels"))
+    assert [name.split("-")[0] for name in built] == ["libconv2d", "libgroup_norm"], built
+    assert all(name.endswith(".so") for name in built)
+    stamps = [os.stat(tmp_path / "kernels" / name).st_mtime_ns for name in built]
     second = run_python(CHECK, MSFORGE_CACHE_DIR=str(tmp_path))
-    assert "use_kernel True" in second.stdout
-    assert os.listdir(tmp_path / "kernels") == built and os.stat(tmp_path / "kernels" / built[0]).st_mtime_ns == stamp
+    assert "use_kernel True True" in second.stdout
+    assert sorted(os.listdir(tmp_path / "kernels")) == built
+    assert [os.stat(tmp_path / "kernels" / name).st_mtime_ns for name in built] == stamps
 
 
 @pytest.mark.parametrize("env,reason", [({"MSFORGE_KERNELS": "0"}, "MSFORGE_KERNELS=0"),
                                         ({"CXX": "/bin/false"}, "/bin/false failed (exit code 1)"),
                                         ({"CXX": sys.executable}, "failed (exit code 2)")])
-def test_falls_back_to_mindspore_groupnorm_with_one_warning_naming_the_reason(tmp_path, env, reason):
+def test_falls_back_to_mindspore_kernels_with_one_warning_per_layer_naming_the_reason(tmp_path, env, reason):
     result = run_python(CHECK, MSFORGE_CACHE_DIR=str(tmp_path), **env)
-    assert "use_kernel False diff 0.0" in result.stdout, result.stderr
-    warnings = [line for line in result.stderr.splitlines() if "uses MindSpore's GroupNorm kernel" in line]
-    assert len(warnings) == 1 and reason in warnings[0], result.stderr
+    assert "use_kernel False False diff 0.0" in result.stdout, result.stderr
+    for layer in ("GroupNorm uses MindSpore's GroupNorm kernel", "Conv2d uses MindSpore's Conv2D kernels"):
+        warnings = [line for line in result.stderr.splitlines() if layer in line]
+        assert len(warnings) == 1 and reason in warnings[0], result.stderr
     left = os.listdir(tmp_path / "kernels") if (tmp_path / "kernels").exists() else []
     assert left == []  # no library, no temporary file

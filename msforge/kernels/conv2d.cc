@@ -1,0 +1,419 @@
+// 2-D convolution forward and backward on CPU, float32, NCHW, stride 1, symmetric zero padding, no dilation or
+// groups, for ops.Custom(func_type="aot"). Computed by the oneDNN library that MindSpore itself ships and loads
+// (mindspore/lib/libdnnl.so.3), linked at build time.
+//
+// Why: MindSpore 2.10's CPU Conv2D, Conv2DBackpropInput and Conv2DBackpropFilter hand oneDNN plain NCHW tensors,
+// and on plain NCHW oneDNN picks im2col + sgemm (`x64:gemm:jit`), whose backward-data pass runs at less than half
+// the speed of the rest. Asking oneDNN for the layout it prefers (`format_tag_any`: channel-blocked, `nChw8c` on
+// AVX2) selects its direct JIT kernels; the inputs are reordered into that layout and the results back, inside
+// each call. The bias add and its gradient are fused into the convolution primitives. bench/conv2d.py measures it.
+//
+// oneDNN's headers are not part of MindSpore's wheel, so the few C API entries used here are declared below; their
+// values are those of oneDNN 3.x's public headers (dnnl_types.h, dnnl_common_types.h), stable across 3.x, and
+// MsforgeOneDnnVersion lets the caller refuse any other major version. The library was built with the threadpool
+// runtime: parallel regions run on the small thread pool below, handed to oneDNN through its threadpool interface.
+//
+// Signature (MindSpore's aot convention): int f(nparam, params, ndims, shapes, dtypes, stream, extra); params holds
+// the inputs then the outputs. The padding is read from the shapes: out = in + 2 * pad - kernel + 1.
+#include <sched.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdio>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+extern "C" {
+typedef int dnnl_status_t;  // dnnl_success = 0
+typedef struct dnnl_engine* dnnl_engine_t;
+typedef struct dnnl_stream* dnnl_stream_t;
+typedef struct dnnl_memory_desc* dnnl_memory_desc_t;
+typedef const struct dnnl_memory_desc* const_dnnl_memory_desc_t;
+typedef struct dnnl_memory* dnnl_memory_t;
+typedef struct dnnl_primitive_desc* dnnl_primitive_desc_t;
+typedef const struct dnnl_primitive_desc* const_dnnl_primitive_desc_t;
+typedef struct dnnl_primitive* dnnl_primitive_t;
+typedef struct dnnl_primitive_attr* dnnl_primitive_attr_t;
+typedef int64_t dnnl_dims_t[12];
+typedef struct {
+  int arg;
+  dnnl_memory_t memory;
+} dnnl_exec_arg_t;
+typedef struct {
+  int major, minor, patch;
+  const char* hash;
+  unsigned cpu_runtime, gpu_runtime;
+} dnnl_version_t;
+
+const dnnl_version_t* dnnl_version(void);
+dnnl_status_t dnnl_engine_create(dnnl_engine_t* engine, int kind, size_t index);
+dnnl_status_t dnnl_threadpool_interop_stream_create(dnnl_stream_t* stream, dnnl_engine_t engine, void* threadpool);
+dnnl_status_t dnnl_stream_wait(dnnl_stream_t stream);
+dnnl_status_t dnnl_memory_desc_create_with_tag(dnnl_memory_desc_t* md, int ndims, const dnnl_dims_t dims,
+                                               int data_type, int tag);
+int dnnl_memory_desc_equal(const_dnnl_memory_desc_t lhs, const_dnnl_memory_desc_t rhs);
+dnnl_status_t dnnl_memory_create(dnnl_memory_t* memory, const_dnnl_memory_desc_t md, dnnl_engine_t engine,
+                                 void* handle);
+dnnl_status_t dnnl_memory_set_data_handle(dnnl_memory_t memory, void* handle);
+dnnl_status_t dnnl_convolution_forward_primitive_desc_create(
+    dnnl_primitive_desc_t* pd, dnnl_engine_t engine, int prop_kind, int alg_kind, const_dnnl_memory_desc_t src,
+    const_dnnl_memory_desc_t weights, const_dnnl_memory_desc_t bias, const_dnnl_memory_desc_t dst,
+    const dnnl_dims_t strides, const dnnl_dims_t dilates, const dnnl_dims_t padding_l, const dnnl_dims_t padding_r,
+    const_dnnl_primitive_desc_t attr);
+dnnl_status_t dnnl_convolution_backward_data_primitive_desc_create(
+    dnnl_primitive_desc_t* pd, dnnl_engine_t engine, int alg_kind, const_dnnl_memory_desc_t diff_src,
+    const_dnnl_memory_desc_t weights, const_dnnl_memory_desc_t diff_dst, const dnnl_dims_t strides,
+    const dnnl_dims_t dilates, const dnnl_dims_t padding_l, const dnnl_dims_t padding_r,
+    const_dnnl_primitive_desc_t hint_fwd_pd, const_dnnl_primitive_desc_t attr);
+dnnl_status_t dnnl_convolution_backward_weights_primitive_desc_create(
+    dnnl_primitive_desc_t* pd, dnnl_engine_t engine, int alg_kind, const_dnnl_memory_desc_t src,
+    const_dnnl_memory_desc_t diff_weights, const_dnnl_memory_desc_t diff_bias, const_dnnl_memory_desc_t diff_dst,
+    const dnnl_dims_t strides, const dnnl_dims_t dilates, const dnnl_dims_t padding_l, const dnnl_dims_t padding_r,
+    const_dnnl_primitive_desc_t hint_fwd_pd, const_dnnl_primitive_desc_t attr);
+dnnl_status_t dnnl_reorder_primitive_desc_create(dnnl_primitive_desc_t* pd, const_dnnl_memory_desc_t src_md,
+                                                 dnnl_engine_t src_engine, const_dnnl_memory_desc_t dst_md,
+                                                 dnnl_engine_t dst_engine, const_dnnl_primitive_desc_t attr);
+const_dnnl_memory_desc_t dnnl_primitive_desc_query_md(const_dnnl_primitive_desc_t pd, int what, int index);
+dnnl_status_t dnnl_primitive_desc_query(const_dnnl_primitive_desc_t pd, int what, int index, void* result);
+dnnl_status_t dnnl_primitive_create(dnnl_primitive_t* primitive, const_dnnl_primitive_desc_t pd);
+dnnl_status_t dnnl_primitive_execute(const dnnl_primitive_t primitive, dnnl_stream_t stream, int nargs,
+                                     const dnnl_exec_arg_t* args);
+}
+
+namespace dnnl {
+namespace threadpool_interop {
+// Layout of oneDNN 3.x's dnnl_threadpool_iface.hpp (virtual functions in this order).
+struct threadpool_iface {
+  virtual int get_num_threads() const = 0;
+  virtual bool get_in_parallel() const = 0;
+  virtual void parallel_for(int n, const std::function<void(int, int)>& fn) = 0;
+  virtual uint64_t get_flags() const = 0;
+  virtual void wait() = 0;
+  virtual ~threadpool_iface() {}
+};
+}  // namespace threadpool_interop
+}  // namespace dnnl
+
+namespace {
+
+// oneDNN 3.x enum values.
+constexpr int kCpu = 1, kF32 = 3, kTagAny = 1, kTagA = 2, kTagAbcd = 5;
+constexpr int kForwardTraining = 64, kConvolutionDirect = 1;
+constexpr int kQueryImplInfo = 8, kQuerySrc = 129, kQueryDiffSrc = 130, kQueryWeights = 131, kQueryDiffWeights = 132,
+              kQueryDst = 133, kQueryDiffDst = 134;
+constexpr int kArgSrc = 1, kArgDst = 17, kArgWeights = 33, kArgBias = 41, kArgDiffSrc = 129, kArgDiffDst = 145,
+              kArgDiffWeights = 161, kArgDiffBias = 169;
+void* const kMemoryNone = nullptr;
+void* const kMemoryAllocate = reinterpret_cast<void*>(static_cast<size_t>(-1));
+
+// oneDNN's parallel regions run on these threads (the caller's plus workers). Between regions a worker spins for
+// kSpinMicroseconds, long enough to catch the next region of the same convolution, then sleeps: MindSpore runs its
+// own kernels on the same cores between two convolutions, and a worker that kept spinning would slow them. Measured
+// on the default ConvLSTM's training step (bench/formulations.py): with an OpenMP team, which spins by default, the
+// kernel made the step 0.95x as fast; with the team told to sleep at once (OMP_WAIT_POLICY=passive), 1.11x; with
+// this pool, 1.19x.
+class ThreadPool : public dnnl::threadpool_interop::threadpool_iface {
+ public:
+  explicit ThreadPool(int threads) {
+    for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { Work(); });
+  }
+  ~ThreadPool() override {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stop_ = true;
+      generation_.fetch_add(1);
+    }
+    wake_.notify_all();
+    for (auto& worker : workers_) worker.join();
+  }
+  int get_num_threads() const override { return static_cast<int>(workers_.size()) + 1; }
+  bool get_in_parallel() const override { return in_pool_; }
+  uint64_t get_flags() const override { return 0; }  // synchronous: parallel_for returns when all is done
+  void wait() override {}
+  void parallel_for(int n, const std::function<void(int, int)>& fn) override {
+    if (n <= 1 || workers_.empty() || in_pool_) {
+      for (int i = 0; i < n; ++i) fn(i, n);
+      return;
+    }
+    job_ = &fn;
+    job_size_ = n;
+    next_.store(0);
+    pending_.store(static_cast<int>(workers_.size()));
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      generation_.fetch_add(1, std::memory_order_release);
+    }
+    wake_.notify_all();
+    in_pool_ = true;
+    RunShare();
+    in_pool_ = false;
+    while (pending_.load(std::memory_order_acquire) != 0) Pause();
+  }
+
+ private:
+  static constexpr int kSpinMicroseconds = 50;
+  static void Pause() { __builtin_ia32_pause(); }
+  void RunShare() {
+    for (int i = next_.fetch_add(1); i < job_size_; i = next_.fetch_add(1)) (*job_)(i, job_size_);
+  }
+  void Work() {
+    in_pool_ = true;
+    uint64_t seen = 0;
+    for (;;) {
+      const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(kSpinMicroseconds);
+      while (generation_.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < until) {
+        for (int i = 0; i < 32; ++i) Pause();
+      }
+      if (generation_.load(std::memory_order_acquire) == seen) {
+        std::unique_lock<std::mutex> lock(mutex_);
+        wake_.wait(lock, [&] { return generation_.load() != seen; });
+      }
+      seen = generation_.load(std::memory_order_acquire);
+      if (stop_) return;
+      RunShare();
+      pending_.fetch_sub(1, std::memory_order_release);
+    }
+  }
+
+  std::vector<std::thread> workers_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> next_{0}, pending_{0};
+  const std::function<void(int, int)>* job_ = nullptr;
+  int job_size_ = 0;
+  bool stop_ = false;
+  static thread_local bool in_pool_;
+};
+thread_local bool ThreadPool::in_pool_ = false;
+
+int CpusAvailable() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) return CPU_COUNT(&set) > 0 ? CPU_COUNT(&set) : 1;
+  return 1;
+}
+
+struct Runtime {
+  dnnl_engine_t engine = nullptr;
+  dnnl_stream_t stream = nullptr;
+  ThreadPool pool{CpusAvailable()};
+  bool ok = false;
+  Runtime() {
+    ok = dnnl_engine_create(&engine, kCpu, 0) == 0 &&
+         dnnl_threadpool_interop_stream_create(&stream, engine, &pool) == 0;
+  }
+};
+
+Runtime& GetRuntime() {
+  static Runtime runtime;
+  return runtime;
+}
+
+// Return false from the enclosing function, after one line on stderr, when a oneDNN call fails.
+#define CHECK(call)                                                                          \
+  do {                                                                                       \
+    dnnl_status_t status_ = (call);                                                          \
+    if (status_ != 0) {                                                                      \
+      std::fprintf(stderr, "msforge conv2d: %s failed (oneDNN status %d)\n", #call, status_); \
+      return false;                                                                          \
+    }                                                                                        \
+  } while (0)
+
+// One tensor argument as MindSpore holds it (plain layout, its buffer) and, when the primitive wants another
+// layout, a buffer in that layout and the reorder between the two.
+struct Arg {
+  dnnl_memory_t user = nullptr;    // plain layout; data handle set on each call
+  dnnl_memory_t inner = nullptr;   // the primitive's layout, owned here; null when it is the plain one
+  dnnl_primitive_t reorder = nullptr;
+
+  // `to_inner`: reorder user -> inner (an input), else inner -> user (an output).
+  bool Init(const_dnnl_memory_desc_t plain, const_dnnl_memory_desc_t wanted, bool to_inner) {
+    Runtime& rt = GetRuntime();
+    CHECK(dnnl_memory_create(&user, plain, rt.engine, kMemoryNone));
+    if (dnnl_memory_desc_equal(plain, wanted)) return true;
+    CHECK(dnnl_memory_create(&inner, wanted, rt.engine, kMemoryAllocate));
+    dnnl_primitive_desc_t pd;
+    if (to_inner) {
+      CHECK(dnnl_reorder_primitive_desc_create(&pd, plain, rt.engine, wanted, rt.engine, nullptr));
+    } else {
+      CHECK(dnnl_reorder_primitive_desc_create(&pd, wanted, rt.engine, plain, rt.engine, nullptr));
+    }
+    CHECK(dnnl_primitive_create(&reorder, pd));
+    return true;
+  }
+  dnnl_memory_t Inner() const { return inner ? inner : user; }
+  bool Bind(void* data) {
+    CHECK(dnnl_memory_set_data_handle(user, data));
+    return true;
+  }
+  bool In() {  // user -> inner
+    if (!reorder) return true;
+    dnnl_exec_arg_t args[2] = {{kArgSrc, user}, {kArgDst, inner}};
+    CHECK(dnnl_primitive_execute(reorder, GetRuntime().stream, 2, args));
+    return true;
+  }
+  bool Out() {  // inner -> user
+    if (!reorder) return true;
+    dnnl_exec_arg_t args[2] = {{kArgSrc, inner}, {kArgDst, user}};
+    CHECK(dnnl_primitive_execute(reorder, GetRuntime().stream, 2, args));
+    return true;
+  }
+};
+
+// Everything oneDNN needs for one problem shape, made on the first call with that shape and kept.
+struct Plan {
+  dnnl_primitive_t forward = nullptr, backward_data = nullptr, backward_weights = nullptr;
+  Arg x, w, b, y;                   // forward
+  Arg dy_data, w_data, dx;          // backward data
+  Arg x_weights, dy_weights, dw, db;  // backward weights
+  bool share_dy = false;
+  const char* impl[3] = {"", "", ""};
+
+  bool Init(int64_t n, int64_t c, int64_t h, int64_t wd, int64_t o, int64_t kh, int64_t kw, int64_t ph, int64_t pw) {
+    Runtime& rt = GetRuntime();
+    if (!rt.ok) return false;
+    const int64_t oh = h + 2 * ph - kh + 1, ow = wd + 2 * pw - kw + 1;
+    dnnl_dims_t src_dims = {n, c, h, wd}, w_dims = {o, c, kh, kw}, b_dims = {o}, dst_dims = {n, o, oh, ow};
+    dnnl_dims_t strides = {1, 1}, dilates = {0, 0}, padding = {ph, pw};
+    dnnl_memory_desc_t src_plain, w_plain, b_plain, dst_plain, src_any, w_any, dst_any;
+    CHECK(dnnl_memory_desc_create_with_tag(&src_plain, 4, src_dims, kF32, kTagAbcd));
+    CHECK(dnnl_memory_desc_create_with_tag(&w_plain, 4, w_dims, kF32, kTagAbcd));
+    CHECK(dnnl_memory_desc_create_with_tag(&b_plain, 1, b_dims, kF32, kTagA));
+    CHECK(dnnl_memory_desc_create_with_tag(&dst_plain, 4, dst_dims, kF32, kTagAbcd));
+    CHECK(dnnl_memory_desc_create_with_tag(&src_any, 4, src_dims, kF32, kTagAny));
+    CHECK(dnnl_memory_desc_create_with_tag(&w_any, 4, w_dims, kF32, kTagAny));
+    CHECK(dnnl_memory_desc_create_with_tag(&dst_any, 4, dst_dims, kF32, kTagAny));
+    dnnl_primitive_desc_t fwd, bwd_data, bwd_weights;
+    CHECK(dnnl_convolution_forward_primitive_desc_create(&fwd, rt.engine, kForwardTraining, kConvolutionDirect,
+                                                          src_any, w_any, b_plain, dst_any, strides, dilates,
+                                                          padding, padding, nullptr));
+    CHECK(dnnl_convolution_backward_data_primitive_desc_create(&bwd_data, rt.engine, kConvolutionDirect, src_any,
+                                                                w_any, dst_any, strides, dilates, padding, padding,
+                                                                fwd, nullptr));
+    CHECK(dnnl_convolution_backward_weights_primitive_desc_create(&bwd_weights, rt.engine, kConvolutionDirect,
+                                                                   src_any, w_any, b_plain, dst_any, strides,
+                                                                   dilates, padding, padding, fwd, nullptr));
+    CHECK(dnnl_primitive_create(&forward, fwd));
+    CHECK(dnnl_primitive_create(&backward_data, bwd_data));
+    CHECK(dnnl_primitive_create(&backward_weights, bwd_weights));
+    dnnl_primitive_desc_query(fwd, kQueryImplInfo, 0, &impl[0]);
+    dnnl_primitive_desc_query(bwd_data, kQueryImplInfo, 0, &impl[1]);
+    dnnl_primitive_desc_query(bwd_weights, kQueryImplInfo, 0, &impl[2]);
+    auto md = [](dnnl_primitive_desc_t pd, int what) { return dnnl_primitive_desc_query_md(pd, what, 0); };
+    share_dy = dnnl_memory_desc_equal(md(bwd_data, kQueryDiffDst), md(bwd_weights, kQueryDiffDst));
+    return x.Init(src_plain, md(fwd, kQuerySrc), true) && w.Init(w_plain, md(fwd, kQueryWeights), true) &&
+           b.Init(b_plain, b_plain, true) && y.Init(dst_plain, md(fwd, kQueryDst), false) &&
+           dy_data.Init(dst_plain, md(bwd_data, kQueryDiffDst), true) &&
+           w_data.Init(w_plain, md(bwd_data, kQueryWeights), true) &&
+           dx.Init(src_plain, md(bwd_data, kQueryDiffSrc), false) &&
+           x_weights.Init(src_plain, md(bwd_weights, kQuerySrc), true) &&
+           dy_weights.Init(dst_plain, md(bwd_weights, kQueryDiffDst), true) &&
+           dw.Init(w_plain, md(bwd_weights, kQueryDiffWeights), false) && db.Init(b_plain, b_plain, false);
+  }
+};
+
+std::mutex mutex;  // MindSpore may launch kernels from several threads; each call uses every core anyway
+std::map<std::vector<int64_t>, std::unique_ptr<Plan>> plans;
+
+Plan* GetPlan(int64_t n, int64_t c, int64_t h, int64_t w, int64_t o, int64_t kh, int64_t kw, int64_t ph, int64_t pw) {
+  std::vector<int64_t> key = {n, c, h, w, o, kh, kw, ph, pw};
+  auto found = plans.find(key);
+  if (found != plans.end()) return found->second.get();
+  std::unique_ptr<Plan> plan(new Plan);
+  if (!plan->Init(n, c, h, w, o, kh, kw, ph, pw)) return nullptr;
+  return (plans[key] = std::move(plan)).get();
+}
+
+// Padding from input and output sizes; -1 when they do not describe a symmetric stride-1 convolution.
+int64_t Padding(int64_t in, int64_t out, int64_t kernel) {
+  const int64_t twice = out - in + kernel - 1;
+  return (twice < 0 || twice % 2) ? -1 : twice / 2;
+}
+
+// Every tensor float32, with these numbers of dimensions.
+bool Float32(int nparam, const int* ndims, const char** dtypes, std::vector<int> expected) {
+  if (nparam != static_cast<int>(expected.size())) return false;
+  for (int i = 0; i < nparam; ++i) {
+    if (std::string(dtypes[i]) != "float32" || ndims[i] != expected[i]) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+// major * 10000 + minor * 100 + patch of the oneDNN this library is bound to; negative when it cannot run.
+extern "C" int MsforgeOneDnnVersion() {
+  const dnnl_version_t* v = dnnl_version();
+  if (!GetRuntime().ok) return -1;
+  return v->major * 10000 + v->minor * 100 + v->patch;
+}
+
+// The implementations oneDNN chose for a shape ("forward backward_data backward_weights"), for tests and benches.
+extern "C" const char* MsforgeConvImpl(int64_t n, int64_t c, int64_t h, int64_t w, int64_t o, int64_t k, int64_t p) {
+  static std::string text;
+  std::lock_guard<std::mutex> lock(mutex);
+  Plan* plan = GetPlan(n, c, h, w, o, k, k, p, p);
+  if (!plan) return "";
+  text = std::string(plan->impl[0]) + " " + plan->impl[1] + " " + plan->impl[2];
+  return text.c_str();
+}
+
+// inputs: x (N, C, H, W), weight (O, C, KH, KW), bias (O); output: y (N, O, OH, OW)
+extern "C" int Conv2dForward(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes,
+                             void* stream, void* extra) {
+  if (!Float32(nparam, ndims, dtypes, {4, 4, 1, 4})) return 1;
+  const int64_t* xs = shapes[0];
+  const int64_t* ws = shapes[1];
+  const int64_t* ys = shapes[3];
+  const int64_t ph = Padding(xs[2], ys[2], ws[2]), pw = Padding(xs[3], ys[3], ws[3]);
+  if (ph < 0 || pw < 0 || ws[1] != xs[1] || shapes[2][0] != ws[0]) return 2;
+  if (xs[0] == 0) return 0;
+  std::lock_guard<std::mutex> lock(mutex);
+  Plan* plan = GetPlan(xs[0], xs[1], xs[2], xs[3], ws[0], ws[2], ws[3], ph, pw);
+  if (!plan) return 3;
+  Runtime& rt = GetRuntime();
+  bool ok = plan->x.Bind(params[0]) && plan->w.Bind(params[1]) && plan->b.Bind(params[2]) &&
+            plan->y.Bind(params[3]) && plan->x.In() && plan->w.In();
+  dnnl_exec_arg_t args[4] = {{kArgSrc, plan->x.Inner()}, {kArgWeights, plan->w.Inner()},
+                             {kArgBias, plan->b.Inner()}, {kArgDst, plan->y.Inner()}};
+  ok = ok && dnnl_primitive_execute(plan->forward, rt.stream, 4, args) == 0 && plan->y.Out() &&
+       dnnl_stream_wait(rt.stream) == 0;
+  return ok ? 0 : 4;
+}
+
+// inputs: dy (N, O, OH, OW), x (N, C, H, W), weight (O, C, KH, KW); outputs: dx, dweight, dbias (O)
+extern "C" int Conv2dBackward(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes,
+                              void* stream, void* extra) {
+  if (!Float32(nparam, ndims, dtypes, {4, 4, 4, 4, 4, 1})) return 1;
+  const int64_t* ys = shapes[0];
+  const int64_t* xs = shapes[1];
+  const int64_t* ws = shapes[2];
+  const int64_t ph = Padding(xs[2], ys[2], ws[2]), pw = Padding(xs[3], ys[3], ws[3]);
+  if (ph < 0 || pw < 0 || ws[1] != xs[1] || ys[1] != ws[0]) return 2;
+  if (xs[0] == 0) return 0;
+  std::lock_guard<std::mutex> lock(mutex);
+  Plan* plan = GetPlan(xs[0], xs[1], xs[2], xs[3], ws[0], ws[2], ws[3], ph, pw);
+  if (!plan) return 3;
+  Runtime& rt = GetRuntime();
+  bool ok = plan->dy_data.Bind(params[0]) && plan->w_data.Bind(params[2]) && plan->dx.Bind(params[3]) &&
+            plan->x_weights.Bind(params[1]) && plan->dy_weights.Bind(params[0]) && plan->dw.Bind(params[4]) &&
+            plan->db.Bind(params[5]) && plan->dy_data.In() && plan->w_data.In();
+  dnnl_exec_arg_t data_args[3] = {{kArgDiffDst, plan->dy_data.Inner()}, {kArgWeights, plan->w_data.Inner()},
+                                  {kArgDiffSrc, plan->dx.Inner()}};
+  ok = ok && dnnl_primitive_execute(plan->backward_data, rt.stream, 3, data_args) == 0 && plan->dx.Out();
+  // Backward-weights usually wants dy in the layout backward-data wanted: then that reorder's result is reused.
+  ok = ok && (plan->share_dy || plan->dy_weights.In()) && plan->x_weights.In();
+  dnnl_memory_t dy = plan->share_dy ? plan->dy_data.Inner() : plan->dy_weights.Inner();
+  dnnl_exec_arg_t weight_args[4] = {{kArgSrc, plan->x_weights.Inner()}, {kArgDiffDst, dy},
+                                    {kArgDiffWeights, plan->dw.Inner()}, {kArgDiffBias, plan->db.Inner()}};
+  ok = ok && dnnl_primitive_execute(plan->backward_weights, rt.stream, 4, weight_args) == 0 && plan->dw.Out() &&
+       dnnl_stream_wait(rt.stream) == 0;
+  return ok ? 0 : 4;
+}
