@@ -204,13 +204,57 @@ def test_builds_into_the_cache_dir_once(tmp_path):
     first = run_python(CHECK, MSFORGE_CACHE_DIR=str(tmp_path))
     assert "use_kernel True True diff" in first.stdout, first.stderr
     built = sorted(os.listdir(tmp_path / "kernels"))
-    assert [name.split("-")[0] for name in built] == ["libconv2d", "libgroup_norm"], built
+    # the two kernels and conv2d's private copy of MindSpore's oneDNN
+    assert [name.split("-")[0] for name in built] == ["libconv2d", "libdnnl", "libgroup_norm"], built
     assert all(name.endswith(".so") for name in built)
     stamps = [os.stat(tmp_path / "kernels" / name).st_mtime_ns for name in built]
     second = run_python(CHECK, MSFORGE_CACHE_DIR=str(tmp_path))
     assert "use_kernel True True" in second.stdout
     assert sorted(os.listdir(tmp_path / "kernels")) == built
     assert [os.stat(tmp_path / "kernels" / name).st_mtime_ns for name in built] == stamps
+
+
+INSTANCE = """
+import ctypes, os, msforge, numpy as np, mindspore as ms
+from mindspore import Tensor, nn
+from msforge.layers import Conv2d, conv2d_kernel
+x = Tensor(np.ones((2, 4, 8, 8), np.float32))
+Conv2d(4, 8, 3, has_bias=True)(x), nn.Conv2d(4, 8, 3)(x)
+ours = ctypes.CDLL(conv2d_kernel())
+ours.MsforgeOneDnnInstance.restype = ctypes.c_char_p
+theirs = ctypes.CDLL(os.path.join(os.path.dirname(ms.__file__), "lib", "libdnnl.so.3"))  # the loaded instance
+print("ours", ours.MsforgeOneDnnInstance().decode(), "mindspore isa=0x%x" % theirs.dnnl_get_effective_cpu_isa())
+"""
+
+
+def onednn_instances(**env):
+    """(instance, isa) of msforge's convolutions and MindSpore's isa, each from a fresh process."""
+    result = run_python(INSTANCE, **env)
+    words = [line for line in result.stdout.splitlines() if line.startswith("ours ")]
+    assert words, result.stderr
+    _, instance, ours, _, theirs = words[0].split()
+    return instance, int(ours[4:], 16), int(theirs[4:], 16), result
+
+
+@needs_compiler
+def test_convolutions_run_on_a_private_onednn_without_mindspores_isa_cap():
+    # MindSpore's instance stays capped at AVX2 (msforge/__init__.py); ours may use the CPU's best kernels
+    instance, ours, theirs, _ = onednn_instances()
+    assert instance == "private" and ours >= theirs
+    with open("/proc/cpuinfo") as f:
+        if " avx512f " in f.read():
+            assert ours > theirs
+    instance, ours_shared, theirs_shared, _ = onednn_instances(MSFORGE_ONEDNN_PRIVATE="0")
+    assert instance == "shared" and ours_shared == theirs_shared == theirs
+
+
+@needs_compiler
+def test_onednn_verbose_output_works_with_both_instances_loaded():
+    # ONEDNN_VERBOSE formats floats through the C library: it crashed when the copy had a C library of its own
+    *_, result = onednn_instances(ONEDNN_VERBOSE="1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    convolutions = [line for line in result.stdout.splitlines() if ",convolution," in line and "exec" in line]
+    assert len(convolutions) >= 2, result.stdout[-2000:]
 
 
 @pytest.mark.parametrize("env,reason", [({"MSFORGE_KERNELS": "0"}, "MSFORGE_KERNELS=0"),

@@ -7,8 +7,9 @@ source, the flags, the compiler and this CPU's feature flags, so a changed sourc
 folder gets its own build. Concurrent builds (data-parallel workers) each write a temporary file and rename it into
 place: whichever lands last wins, and every reader sees a complete library.
 
-``conv2d`` also links the oneDNN library MindSpore ships (``mindspore/lib/libdnnl.so.3``); the link flags are part
-of the hash.
+``conv2d`` loads the oneDNN library MindSpore ships (``mindspore/lib/libdnnl.so.3``) at run time, and a copy of it
+(58 MB for MindSpore 2.10) kept in the same cache folder; both paths are compiled in, part of the flags and so of the
+hash.
 """
 import hashlib
 import os
@@ -22,17 +23,47 @@ FLAGS = ("-O3", "-march=native", "-std=c++14", "-shared", "-fPIC")
 _built = {}  # name -> (path or None, reason)
 
 
-def _onednn_flags():
-    """Link flags for MindSpore's own oneDNN, or (None, reason)."""
+def _onednn_copy_path():
+    """MindSpore's oneDNN library and where conv2d.cc expects its private copy (see there), or (None, reason)."""
     import mindspore
 
-    folder = os.path.join(os.path.dirname(os.path.abspath(mindspore.__file__)), "lib")
-    if not os.path.isfile(os.path.join(folder, "libdnnl.so.3")):
-        return None, f"MindSpore's oneDNN library libdnnl.so.3 is not in {folder}"
-    return ("-pthread", f"-L{folder}", "-l:libdnnl.so.3", f"-Wl,-rpath,{folder}"), None
+    library = os.path.join(os.path.dirname(os.path.abspath(mindspore.__file__)), "lib", "libdnnl.so.3")
+    if not os.path.isfile(library):
+        return None, f"MindSpore's oneDNN library is not at {library}"
+    stat = os.stat(library)
+    stamp = hashlib.sha256(f"{library}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    return (library, os.path.join(cache_dir(), f"libdnnl-copy-{stamp}.so")), None
+
+
+def _onednn_flags():
+    paths, reason = _onednn_copy_path()
+    if paths is None:
+        return None, reason
+    library, copy = paths
+    return ("-pthread", f'-DMSFORGE_ONEDNN_PATH="{library}"', f'-DMSFORGE_ONEDNN_COPY="{copy}"', "-ldl"), None
+
+
+def _make_onednn_copy():
+    """Copy MindSpore's oneDNN next to the built kernel, once. Without the copy (read-only cache, full disk) the
+    kernel runs on MindSpore's own instance, so a failure here is not an error."""
+    (library, copy), _ = _onednn_copy_path()
+    if os.path.isfile(copy):
+        return
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(suffix=".so.tmp", dir=os.path.dirname(copy))
+        os.close(fd)
+        shutil.copyfile(library, tmp)
+        os.replace(tmp, copy)
+    except OSError:
+        pass
+    finally:
+        if tmp and os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 LINK_FLAGS = {"conv2d": _onednn_flags}  # name -> function returning (flags, None) or (None, reason)
+AFTER_BUILD = {"conv2d": _make_onednn_copy}  # name -> function run once the library is in the cache
 
 
 def cache_dir():
@@ -55,6 +86,8 @@ def library(name):
     """``(path, None)`` of ``lib<name>.so`` built from ``<name>.cc`` here, or ``(None, reason)``."""
     if name not in _built:
         _built[name] = _build(name)
+        if _built[name][0] is not None and name in AFTER_BUILD:
+            AFTER_BUILD[name]()
     return _built[name]
 
 

@@ -1,12 +1,20 @@
 // 2-D convolution forward and backward on CPU, float32, NCHW, stride 1, symmetric zero padding, no dilation or
-// groups, for ops.Custom(func_type="aot"). Computed by the oneDNN library that MindSpore itself ships and loads
-// (mindspore/lib/libdnnl.so.3), linked at build time.
+// groups, for ops.Custom(func_type="aot"). Computed by the oneDNN library that MindSpore ships
+// (mindspore/lib/libdnnl.so.3, compiled in as MSFORGE_ONEDNN_PATH), loaded at run time.
 //
 // Why: MindSpore 2.10's CPU Conv2D, Conv2DBackpropInput and Conv2DBackpropFilter hand oneDNN plain NCHW tensors,
 // and on plain NCHW oneDNN picks im2col + sgemm (`x64:gemm:jit`), whose backward-data pass runs at less than half
 // the speed of the rest. Asking oneDNN for the layout it prefers (`format_tag_any`: channel-blocked, `nChw8c` on
 // AVX2) selects its direct JIT kernels; the inputs are reordered into that layout and the results back, inside
 // each call. The bias add and its gradient are fused into the convolution primitives. bench/conv2d.py measures it.
+//
+// A private instance: msforge caps MindSpore's oneDNN at AVX2 (ONEDNN_MAX_CPU_ISA), because above AVX2 oneDNN gives
+// MindSpore's plain-NCHW convolutions a reference kernel ~100x slower; on the blocked layout the AVX-512 kernels are
+// the fastest. The cap is per library instance, so this file loads a copy of the library (MSFORGE_ONEDNN_COPY, a
+// byte-for-byte copy in msforge's cache: the same file would be the same instance) with RTLD_DEEPBIND, so that the
+// copy's calls to itself stay inside it, and lifts the copy's cap. dlmopen would isolate it further but also loads a
+// second C library, whose uninitialised locale crashes oneDNN's verbose printing (ONEDNN_VERBOSE=1), seen here.
+// MSFORGE_ONEDNN_PRIVATE=0, or no copy (msforge.kernels makes it after the build), uses MindSpore's own instance.
 //
 // oneDNN's headers are not part of MindSpore's wheel, so the few C API entries used here are declared below; their
 // values are those of oneDNN 3.x's public headers (dnnl_types.h, dnnl_common_types.h), stable across 3.x, and
@@ -15,6 +23,7 @@
 //
 // Signature (MindSpore's aot convention): int f(nparam, params, ndims, shapes, dtypes, stream, extra); params holds
 // the inputs then the outputs. The padding is read from the shapes: out = in + 2 * pad - kernel + 1.
+#include <dlfcn.h>
 #include <sched.h>
 
 #include <atomic>
@@ -22,6 +31,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <map>
 #include <memory>
@@ -53,6 +63,8 @@ typedef struct {
 } dnnl_version_t;
 
 const dnnl_version_t* dnnl_version(void);
+dnnl_status_t dnnl_set_max_cpu_isa(int isa);
+int dnnl_get_effective_cpu_isa(void);
 dnnl_status_t dnnl_engine_create(dnnl_engine_t* engine, int kind, size_t index);
 dnnl_status_t dnnl_threadpool_interop_stream_create(dnnl_stream_t* stream, dnnl_engine_t engine, void* threadpool);
 dnnl_status_t dnnl_stream_wait(dnnl_stream_t stream);
@@ -104,7 +116,7 @@ struct threadpool_iface {
 namespace {
 
 // oneDNN 3.x enum values.
-constexpr int kCpu = 1, kF32 = 3, kTagAny = 1, kTagA = 2, kTagAbcd = 5;
+constexpr int kIsaAll = 0, kCpu = 1, kF32 = 3, kTagAny = 1, kTagA = 2, kTagAbcd = 5;
 constexpr int kForwardTraining = 64, kConvolutionDirect = 1;
 constexpr int kQueryImplInfo = 8, kQuerySrc = 129, kQueryDiffSrc = 130, kQueryWeights = 131, kQueryDiffWeights = 132,
               kQueryDst = 133, kQueryDiffDst = 134;
@@ -200,14 +212,50 @@ int CpusAvailable() {
   return 1;
 }
 
+// The oneDNN functions used here, looked up in the loaded library.
+#define MSFORGE_ONEDNN_FUNCTIONS(X)                                                                               \
+  X(version) X(set_max_cpu_isa) X(get_effective_cpu_isa) X(engine_create) X(threadpool_interop_stream_create)    \
+  X(stream_wait) X(memory_desc_create_with_tag) X(memory_desc_equal) X(memory_create) X(memory_set_data_handle)  \
+  X(convolution_forward_primitive_desc_create) X(convolution_backward_data_primitive_desc_create)               \
+  X(convolution_backward_weights_primitive_desc_create) X(reorder_primitive_desc_create) X(primitive_desc_query_md) \
+  X(primitive_desc_query) X(primitive_create) X(primitive_execute)
+
+struct OneDnn {
+#define MSFORGE_DECLARE(name) decltype(&dnnl_##name) name = nullptr;
+  MSFORGE_ONEDNN_FUNCTIONS(MSFORGE_DECLARE)
+#undef MSFORGE_DECLARE
+  bool private_copy = false;
+
+  // True when every function was found; sets private_copy.
+  bool Load() {
+    const char* choice = std::getenv("MSFORGE_ONEDNN_PRIVATE");
+    void* library = nullptr;
+    if (!(choice && std::string(choice) == "0")) {
+      library = dlopen(MSFORGE_ONEDNN_COPY, RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+    }
+    private_copy = library != nullptr;
+    if (!library) library = dlopen(MSFORGE_ONEDNN_PATH, RTLD_NOW | RTLD_LOCAL);  // MindSpore's instance
+    if (!library) return false;
+#define MSFORGE_LOOK_UP(name) name = reinterpret_cast<decltype(&dnnl_##name)>(dlsym(library, "dnnl_" #name));
+    MSFORGE_ONEDNN_FUNCTIONS(MSFORGE_LOOK_UP)
+#undef MSFORGE_LOOK_UP
+#define MSFORGE_FOUND(name) &&name
+    return true MSFORGE_ONEDNN_FUNCTIONS(MSFORGE_FOUND);
+#undef MSFORGE_FOUND
+  }
+};
+OneDnn onednn;
+
 struct Runtime {
   dnnl_engine_t engine = nullptr;
   dnnl_stream_t stream = nullptr;
   ThreadPool pool{CpusAvailable()};
   bool ok = false;
   Runtime() {
-    ok = dnnl_engine_create(&engine, kCpu, 0) == 0 &&
-         dnnl_threadpool_interop_stream_create(&stream, engine, &pool) == 0;
+    // the cap must be set before the library's first use; only the private copy's is ours to set
+    ok = onednn.Load() && (!onednn.private_copy || onednn.set_max_cpu_isa(kIsaAll) == 0) &&
+         onednn.engine_create(&engine, kCpu, 0) == 0 &&
+         onednn.threadpool_interop_stream_create(&stream, engine, &pool) == 0;
   }
 };
 
@@ -236,33 +284,33 @@ struct Arg {
   // `to_inner`: reorder user -> inner (an input), else inner -> user (an output).
   bool Init(const_dnnl_memory_desc_t plain, const_dnnl_memory_desc_t wanted, bool to_inner) {
     Runtime& rt = GetRuntime();
-    CHECK(dnnl_memory_create(&user, plain, rt.engine, kMemoryNone));
-    if (dnnl_memory_desc_equal(plain, wanted)) return true;
-    CHECK(dnnl_memory_create(&inner, wanted, rt.engine, kMemoryAllocate));
+    CHECK(onednn.memory_create(&user, plain, rt.engine, kMemoryNone));
+    if (onednn.memory_desc_equal(plain, wanted)) return true;
+    CHECK(onednn.memory_create(&inner, wanted, rt.engine, kMemoryAllocate));
     dnnl_primitive_desc_t pd;
     if (to_inner) {
-      CHECK(dnnl_reorder_primitive_desc_create(&pd, plain, rt.engine, wanted, rt.engine, nullptr));
+      CHECK(onednn.reorder_primitive_desc_create(&pd, plain, rt.engine, wanted, rt.engine, nullptr));
     } else {
-      CHECK(dnnl_reorder_primitive_desc_create(&pd, wanted, rt.engine, plain, rt.engine, nullptr));
+      CHECK(onednn.reorder_primitive_desc_create(&pd, wanted, rt.engine, plain, rt.engine, nullptr));
     }
-    CHECK(dnnl_primitive_create(&reorder, pd));
+    CHECK(onednn.primitive_create(&reorder, pd));
     return true;
   }
   dnnl_memory_t Inner() const { return inner ? inner : user; }
   bool Bind(void* data) {
-    CHECK(dnnl_memory_set_data_handle(user, data));
+    CHECK(onednn.memory_set_data_handle(user, data));
     return true;
   }
   bool In() {  // user -> inner
     if (!reorder) return true;
     dnnl_exec_arg_t args[2] = {{kArgSrc, user}, {kArgDst, inner}};
-    CHECK(dnnl_primitive_execute(reorder, GetRuntime().stream, 2, args));
+    CHECK(onednn.primitive_execute(reorder, GetRuntime().stream, 2, args));
     return true;
   }
   bool Out() {  // inner -> user
     if (!reorder) return true;
     dnnl_exec_arg_t args[2] = {{kArgSrc, inner}, {kArgDst, user}};
-    CHECK(dnnl_primitive_execute(reorder, GetRuntime().stream, 2, args));
+    CHECK(onednn.primitive_execute(reorder, GetRuntime().stream, 2, args));
     return true;
   }
 };
@@ -283,31 +331,31 @@ struct Plan {
     dnnl_dims_t src_dims = {n, c, h, wd}, w_dims = {o, c, kh, kw}, b_dims = {o}, dst_dims = {n, o, oh, ow};
     dnnl_dims_t strides = {1, 1}, dilates = {0, 0}, padding = {ph, pw};
     dnnl_memory_desc_t src_plain, w_plain, b_plain, dst_plain, src_any, w_any, dst_any;
-    CHECK(dnnl_memory_desc_create_with_tag(&src_plain, 4, src_dims, kF32, kTagAbcd));
-    CHECK(dnnl_memory_desc_create_with_tag(&w_plain, 4, w_dims, kF32, kTagAbcd));
-    CHECK(dnnl_memory_desc_create_with_tag(&b_plain, 1, b_dims, kF32, kTagA));
-    CHECK(dnnl_memory_desc_create_with_tag(&dst_plain, 4, dst_dims, kF32, kTagAbcd));
-    CHECK(dnnl_memory_desc_create_with_tag(&src_any, 4, src_dims, kF32, kTagAny));
-    CHECK(dnnl_memory_desc_create_with_tag(&w_any, 4, w_dims, kF32, kTagAny));
-    CHECK(dnnl_memory_desc_create_with_tag(&dst_any, 4, dst_dims, kF32, kTagAny));
+    CHECK(onednn.memory_desc_create_with_tag(&src_plain, 4, src_dims, kF32, kTagAbcd));
+    CHECK(onednn.memory_desc_create_with_tag(&w_plain, 4, w_dims, kF32, kTagAbcd));
+    CHECK(onednn.memory_desc_create_with_tag(&b_plain, 1, b_dims, kF32, kTagA));
+    CHECK(onednn.memory_desc_create_with_tag(&dst_plain, 4, dst_dims, kF32, kTagAbcd));
+    CHECK(onednn.memory_desc_create_with_tag(&src_any, 4, src_dims, kF32, kTagAny));
+    CHECK(onednn.memory_desc_create_with_tag(&w_any, 4, w_dims, kF32, kTagAny));
+    CHECK(onednn.memory_desc_create_with_tag(&dst_any, 4, dst_dims, kF32, kTagAny));
     dnnl_primitive_desc_t fwd, bwd_data, bwd_weights;
-    CHECK(dnnl_convolution_forward_primitive_desc_create(&fwd, rt.engine, kForwardTraining, kConvolutionDirect,
-                                                          src_any, w_any, b_plain, dst_any, strides, dilates,
-                                                          padding, padding, nullptr));
-    CHECK(dnnl_convolution_backward_data_primitive_desc_create(&bwd_data, rt.engine, kConvolutionDirect, src_any,
-                                                                w_any, dst_any, strides, dilates, padding, padding,
-                                                                fwd, nullptr));
-    CHECK(dnnl_convolution_backward_weights_primitive_desc_create(&bwd_weights, rt.engine, kConvolutionDirect,
-                                                                   src_any, w_any, b_plain, dst_any, strides,
-                                                                   dilates, padding, padding, fwd, nullptr));
-    CHECK(dnnl_primitive_create(&forward, fwd));
-    CHECK(dnnl_primitive_create(&backward_data, bwd_data));
-    CHECK(dnnl_primitive_create(&backward_weights, bwd_weights));
-    dnnl_primitive_desc_query(fwd, kQueryImplInfo, 0, &impl[0]);
-    dnnl_primitive_desc_query(bwd_data, kQueryImplInfo, 0, &impl[1]);
-    dnnl_primitive_desc_query(bwd_weights, kQueryImplInfo, 0, &impl[2]);
-    auto md = [](dnnl_primitive_desc_t pd, int what) { return dnnl_primitive_desc_query_md(pd, what, 0); };
-    share_dy = dnnl_memory_desc_equal(md(bwd_data, kQueryDiffDst), md(bwd_weights, kQueryDiffDst));
+    CHECK(onednn.convolution_forward_primitive_desc_create(&fwd, rt.engine, kForwardTraining, kConvolutionDirect,
+                                                            src_any, w_any, b_plain, dst_any, strides, dilates,
+                                                            padding, padding, nullptr));
+    CHECK(onednn.convolution_backward_data_primitive_desc_create(&bwd_data, rt.engine, kConvolutionDirect, src_any,
+                                                                  w_any, dst_any, strides, dilates, padding, padding,
+                                                                  fwd, nullptr));
+    CHECK(onednn.convolution_backward_weights_primitive_desc_create(&bwd_weights, rt.engine, kConvolutionDirect,
+                                                                     src_any, w_any, b_plain, dst_any, strides,
+                                                                     dilates, padding, padding, fwd, nullptr));
+    CHECK(onednn.primitive_create(&forward, fwd));
+    CHECK(onednn.primitive_create(&backward_data, bwd_data));
+    CHECK(onednn.primitive_create(&backward_weights, bwd_weights));
+    onednn.primitive_desc_query(fwd, kQueryImplInfo, 0, &impl[0]);
+    onednn.primitive_desc_query(bwd_data, kQueryImplInfo, 0, &impl[1]);
+    onednn.primitive_desc_query(bwd_weights, kQueryImplInfo, 0, &impl[2]);
+    auto md = [](dnnl_primitive_desc_t pd, int what) { return onednn.primitive_desc_query_md(pd, what, 0); };
+    share_dy = onednn.memory_desc_equal(md(bwd_data, kQueryDiffDst), md(bwd_weights, kQueryDiffDst));
     return x.Init(src_plain, md(fwd, kQuerySrc), true) && w.Init(w_plain, md(fwd, kQueryWeights), true) &&
            b.Init(b_plain, b_plain, true) && y.Init(dst_plain, md(fwd, kQueryDst), false) &&
            dy_data.Init(dst_plain, md(bwd_data, kQueryDiffDst), true) &&
@@ -348,11 +396,21 @@ bool Float32(int nparam, const int* ndims, const char** dtypes, std::vector<int>
 
 }  // namespace
 
-// major * 10000 + minor * 100 + patch of the oneDNN this library is bound to; negative when it cannot run.
+// major * 10000 + minor * 100 + patch of the oneDNN this library runs; negative when it cannot run.
 extern "C" int MsforgeOneDnnVersion() {
-  const dnnl_version_t* v = dnnl_version();
   if (!GetRuntime().ok) return -1;
+  const dnnl_version_t* v = onednn.version();
   return v->major * 10000 + v->minor * 100 + v->patch;
+}
+
+// Which instance runs the convolutions and its instruction set, e.g. "private isa=0x27" (0x27: AVX-512 core,
+// 0x7: AVX2, oneDNN's dnnl_cpu_isa_t values), for tests and benches.
+extern "C" const char* MsforgeOneDnnInstance() {
+  static char text[64];
+  if (!GetRuntime().ok) return "";
+  std::snprintf(text, sizeof(text), "%s isa=0x%x", onednn.private_copy ? "private" : "shared",
+                onednn.get_effective_cpu_isa());
+  return text;
 }
 
 // The implementations oneDNN chose for a shape ("forward backward_data backward_weights"), for tests and benches.
@@ -383,8 +441,8 @@ extern "C" int Conv2dForward(int nparam, void** params, int* ndims, int64_t** sh
             plan->y.Bind(params[3]) && plan->x.In() && plan->w.In();
   dnnl_exec_arg_t args[4] = {{kArgSrc, plan->x.Inner()}, {kArgWeights, plan->w.Inner()},
                              {kArgBias, plan->b.Inner()}, {kArgDst, plan->y.Inner()}};
-  ok = ok && dnnl_primitive_execute(plan->forward, rt.stream, 4, args) == 0 && plan->y.Out() &&
-       dnnl_stream_wait(rt.stream) == 0;
+  ok = ok && onednn.primitive_execute(plan->forward, rt.stream, 4, args) == 0 && plan->y.Out() &&
+       onednn.stream_wait(rt.stream) == 0;
   return ok ? 0 : 4;
 }
 
@@ -407,13 +465,13 @@ extern "C" int Conv2dBackward(int nparam, void** params, int* ndims, int64_t** s
             plan->db.Bind(params[5]) && plan->dy_data.In() && plan->w_data.In();
   dnnl_exec_arg_t data_args[3] = {{kArgDiffDst, plan->dy_data.Inner()}, {kArgWeights, plan->w_data.Inner()},
                                   {kArgDiffSrc, plan->dx.Inner()}};
-  ok = ok && dnnl_primitive_execute(plan->backward_data, rt.stream, 3, data_args) == 0 && plan->dx.Out();
+  ok = ok && onednn.primitive_execute(plan->backward_data, rt.stream, 3, data_args) == 0 && plan->dx.Out();
   // Backward-weights usually wants dy in the layout backward-data wanted: then that reorder's result is reused.
   ok = ok && (plan->share_dy || plan->dy_weights.In()) && plan->x_weights.In();
   dnnl_memory_t dy = plan->share_dy ? plan->dy_data.Inner() : plan->dy_weights.Inner();
   dnnl_exec_arg_t weight_args[4] = {{kArgSrc, plan->x_weights.Inner()}, {kArgDiffDst, dy},
                                     {kArgDiffWeights, plan->dw.Inner()}, {kArgDiffBias, plan->db.Inner()}};
-  ok = ok && dnnl_primitive_execute(plan->backward_weights, rt.stream, 4, weight_args) == 0 && plan->dw.Out() &&
-       dnnl_stream_wait(rt.stream) == 0;
+  ok = ok && onednn.primitive_execute(plan->backward_weights, rt.stream, 4, weight_args) == 0 && plan->dw.Out() &&
+       onednn.stream_wait(rt.stream) == 0;
   return ok ? 0 : 4;
 }
