@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-FLAGS = ("-O3", "-march=native", "-std=c++14", "-shared", "-fPIC")
+FLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-std=c++14", "-shared", "-fPIC")
 _built = {}  # name -> (path or None, reason)
 
 

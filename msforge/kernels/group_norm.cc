@@ -1,12 +1,15 @@
 // GroupNorm forward and backward on CPU, float32, channels-first (N, C, *), for ops.Custom(func_type="aot").
 //
 // Why: MindSpore 2.10's CPU GroupNorm / GroupNormGrad take ~8-9 ms each on a 16x128x16x16 tensor (2 MB), longer
-// than the convolution that produced it; these loops take a fraction of that. Single-threaded on purpose: the work is
-// memory-bound and small, and a second thread pool beside MindSpore's would compete for the same cores.
+// than the convolution that produced it; these loops take ~0.11 ms (forward) and ~0.14 ms (backward), about what
+// PyTorch's native_group_norm takes on the same tensor. Single-threaded on purpose: the work is memory-bound and
+// small, and a second thread pool beside MindSpore's would compete for the same cores. The float sums within a
+// channel are vectorised by `omp simd reduction` (-fopenmp-simd, no OpenMP runtime): without it the compiler keeps
+// them in order, one add at a time, and the kernel took 1.1 ms per forward + backward more (bench/layers.py).
 //
 // Signature (MindSpore's aot convention): int f(nparam, params, ndims, shapes, dtypes, stream, extra); params holds
 // the inputs then the outputs. The number of groups G is read from the shape of the `mean` tensor, (N, G).
-// Sums run in float within a channel (vectorisable) and in double across channels.
+// Sums run in float within a channel and in double across channels.
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -40,6 +43,7 @@ extern "C" int GroupNormForward(int nparam, void** params, int* ndims, int64_t**
     double sum = 0.0;
     for (int64_t k = 0; k < cpg; ++k) {
       float s = 0.0f;
+#pragma omp simd reduction(+ : s)
       for (int64_t i = 0; i < hw; ++i) s += xs[k * hw + i];
       sum += s;
     }
@@ -47,6 +51,7 @@ extern "C" int GroupNormForward(int nparam, void** params, int* ndims, int64_t**
     double sq = 0.0;
     for (int64_t k = 0; k < cpg; ++k) {
       float s = 0.0f;
+#pragma omp simd reduction(+ : s)
       for (int64_t i = 0; i < hw; ++i) {
         const float d = xs[k * hw + i] - mu;
         s += d * d;
@@ -91,6 +96,7 @@ extern "C" int GroupNormBackward(int nparam, void** params, int* ndims, int64_t*
       const float* dyk = dy + base + k * hw;
       const float* xk = x + base + k * hw;
       float sb = 0.0f, sg = 0.0f;
+#pragma omp simd reduction(+ : sb, sg)
       for (int64_t i = 0; i < hw; ++i) {
         sb += dyk[i];
         sg += dyk[i] * (xk[i] - mu);
