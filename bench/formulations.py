@@ -3,7 +3,8 @@
 Each variant is the EncoderForecaster of models/convlstm.py with one piece written differently; all start from the
 same weights (the forward outputs are compared, printed as "max diff") and train with the same TrainOneStepCell, MSE
 and Adam on the same random batch. Variants (join with "_", e.g. ``split_zero``); GroupNorm is MindSpore's
-``nn.GroupNorm`` and convolutions are MindSpore's ``nn.Conv2d`` kernels unless a variant names another:
+``nn.GroupNorm``, convolutions are MindSpore's ``nn.Conv2d`` kernels and the gates MindSpore's elementwise ops
+unless a variant names another:
 
     base     models/convlstm.py as it was before this benchmark: MindSpore's nn.GroupNorm, one conv over
              concat(x, h) per step, frames taken by a strided slice ``seq[:, t]`` per step
@@ -15,6 +16,8 @@ and Adam on the same random batch. Variants (join with "_", e.g. ``split_zero``)
     zero     (with split) the forecaster's top cell is fed zeros: its conv_x is its bias, skip the conv
     kernelgn msforge.layers.GroupNorm's compiled C++ kernel (models/convlstm.py uses it now)
     dnnlconv msforge.layers.Conv2d's kernels: oneDNN on its blocked layout (models/convlstm.py uses them now)
+    fusedgates msforge.layers.LSTMGates' kernel: the gate nonlinearities and c', h' in one pass each way
+             (models/convlstm.py uses it now; without it, the same formula in MindSpore ops)
     nonorm   no GroupNorm at all (a different network: the ceiling a faster GroupNorm could reach)
 
 Rounds alternate the variants' order (A B C, C B A, ...); each round times ``--steps`` steps per variant. Prints the
@@ -35,7 +38,7 @@ import mindspore as ms  # noqa: E402
 import numpy as np  # noqa: E402
 from mindspore import Tensor, nn, ops  # noqa: E402
 
-from msforge.layers import Conv2d, GroupNorm  # noqa: E402
+from msforge.layers import Conv2d, GroupNorm, LSTMGates  # noqa: E402
 
 from models.convlstm import EncoderForecaster, cpu_small_config, tanh  # noqa: E402
 
@@ -121,7 +124,8 @@ class MSELoss(nn.Cell):
 
 def build(variant, config):
     parts = set(variant.split("_"))
-    unknown = parts - {"base", "fastgn", "mmgn", "kernelgn", "split", "zero", "unstack", "nonorm", "dnnlconv"}
+    unknown = parts - {"base", "fastgn", "mmgn", "kernelgn", "split", "zero", "unstack", "nonorm", "dnnlconv",
+                     "fusedgates"}
     if unknown or ("zero" in parts and "split" not in parts) or {"split", "unstack"} <= parts:
         raise SystemExit(f"error: variant {variant!r}: unknown part(s) {sorted(unknown)}, 'zero' without 'split' or "
                          "'split' with 'unstack' (split unstacks already)")
@@ -138,6 +142,8 @@ def build(variant, config):
     for _, cell in net.cells_and_names():
         if isinstance(cell, Conv2d):  # read when the graph is compiled: False runs nn.Conv2d's own construct
             cell.use_kernel = cell.use_kernel and "dnnlconv" in parts
+        if isinstance(cell, LSTMGates):
+            cell.use_kernel = cell.use_kernel and "fusedgates" in parts
     return net
 
 

@@ -8,6 +8,8 @@ Cases (``--cases``, comma-separated; default all):
     conv_default_enc     Conv2d 3x3, 16x48x16x16 -> 128 (the default experiment's first cell: 16 + 32 channels in)
     conv_default         Conv2d 3x3, 16x64x16x16 -> 128 (its other cells: 32 + 32 in)
     conv_cpu_small       Conv2d 5x5, 8x128x16x16 -> 256 (64-channel cells, batch 8)
+    lstm_gates_default   LSTMGates vs the same formula in MindSpore ops, gates 16x128x16x16 and c 16x32x16x16
+                         (the default experiment's cells), both taken from one 16x160x16x16 input
 
 Each side computes ``sum(layer(x) * w)`` and its gradients with respect to x and the layer's Parameters, from the
 same Parameter values; rounds alternate the order; prints median milliseconds per forward + backward and the ratio.
@@ -25,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import msforge  # noqa: E402,F401  (before mindspore: caps oneDNN's ISA)
 import mindspore as ms  # noqa: E402
 import numpy as np  # noqa: E402
-from mindspore import Tensor, nn  # noqa: E402
+from mindspore import Tensor, nn, ops  # noqa: E402
 
 from msforge import layers  # noqa: E402
 
@@ -38,6 +40,25 @@ def conv(out_channels, k):
     return lambda cls, shape: cls(shape[1], out_channels, k, pad_mode="pad", padding=k // 2, has_bias=True)
 
 
+class GatesFromInput(nn.Cell):
+    """LSTMGates on one input: its first 4/5 of the channels are the gates, the rest the cell state; returns
+    ``concat(h', c')``. The slicing and concat cost both sides the same."""
+
+    def __init__(self, hidden, use_kernel):
+        super().__init__()
+        self.hidden = hidden
+        self.gates = layers.LSTMGates(use_kernel=use_kernel)
+        self.use_kernel = self.gates.use_kernel
+
+    def construct(self, x):
+        h, c = self.gates(x[:, :4 * self.hidden], x[:, 4 * self.hidden:])
+        return ops.concat((h, c), 1)
+
+
+def lstm_gates(cls, shape):
+    return GatesFromInput(shape[1] // 5, use_kernel=cls is layers.LSTMGates)
+
+
 # name -> (input shape, MindSpore layer class, msforge layer class, builder(cls, shape))
 CASES = {
     "groupnorm_default": ((16, 128, 16, 16), nn.GroupNorm, layers.GroupNorm, group_norm(4)),
@@ -45,6 +66,7 @@ CASES = {
     "conv_default_enc": ((16, 48, 16, 16), nn.Conv2d, layers.Conv2d, conv(128, 3)),
     "conv_default": ((16, 64, 16, 16), nn.Conv2d, layers.Conv2d, conv(128, 3)),
     "conv_cpu_small": ((8, 128, 16, 16), nn.Conv2d, layers.Conv2d, conv(256, 5)),
+    "lstm_gates_default": ((16, 160, 16, 16), None, layers.LSTMGates, lstm_gates),
 }
 
 

@@ -18,7 +18,7 @@ Three pieces, each usable alone:
 Tensors are ``(B, T, C, H, W)`` float32 with values in [0, 1].
 """
 from msforge import Module, metrics  # first: msforge caps oneDNN's ISA before mindspore loads
-from msforge.layers import Conv2d, GroupNorm  # nn.Conv2d's / nn.GroupNorm's parameters, faster kernels on CPU
+from msforge.layers import Conv2d, GroupNorm, LSTMGates, tanh  # faster on CPU; Conv2d, GroupNorm: nn's parameters
 
 import mindspore as ms
 import numpy as np
@@ -68,12 +68,6 @@ def count_parameters(cell):
     return int(sum(np.prod(p.shape) for p in cell.trainable_params()))
 
 
-def tanh(x):
-    """``tanh(x)`` as ``2*sigmoid(2x) - 1``: MindSpore 2.10's CPU Tanh kernel is off by up to 1e-4 for |x| in 4..6
-    (an approximation), its Sigmoid by < 1e-6; this form is within 2e-6 everywhere, for two cheap elementwise ops."""
-    return 2.0 * ops.sigmoid(2.0 * x) - 1.0
-
-
 def conv2d(in_channels, out_channels, kernel_size, stride=1):
     """Conv2d with bias and "same" output size for odd kernels (``ceil(H / stride)``).
 
@@ -101,7 +95,7 @@ class ConvLSTMCell(nn.Cell):
         self.in_channels, self.hidden = in_channels, hidden
         self.conv = conv2d(in_channels + hidden, 4 * hidden, kernel_size)
         self.norm = GroupNorm(group_count(4 * hidden), 4 * hidden) if norm else None
-        self.split = ops.Split(axis=1, output_num=4)
+        self.update = LSTMGates()  # the gate nonlinearities and c', h' in one kernel on CPU
 
     def zero_state(self, batch, height, width):
         zeros = ops.zeros((batch, self.hidden, height, width), ms.float32)
@@ -111,10 +105,7 @@ class ConvLSTMCell(nn.Cell):
         gates = self.conv(ops.concat((x, h), 1))
         if self.norm is not None:
             gates = self.norm(gates)
-        i, f, g, o = self.split(gates)
-        c = ops.sigmoid(f) * c + ops.sigmoid(i) * tanh(g)
-        h = ops.sigmoid(o) * tanh(c)
-        return (h, c)
+        return self.update(gates, c)
 
 
 # -- architecture configs ------------------------------------------------------------------------------------------

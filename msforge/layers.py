@@ -13,6 +13,12 @@ group_norm.cc`` through ``ops.Custom(func_type="aot")``), timed against MindSpor
 GroupNormGrad by ``bench/layers.py`` and equal to them within float32 rounding (``tests/test_layers.py``).
 Elsewhere (GPU, Ascend), or when the kernel cannot be built (no C++ compiler; ``MSFORGE_KERNELS=0``), it is
 ``nn.GroupNorm`` itself; a warning names the reason once.
+
+``LSTMGates``: the LSTM cell's pointwise part, ``(gates, c) -> (h', c')`` with ``i, f, o = sigmoid``, ``g = tanh``
+of the four gate blocks stacked on axis 1 in (i, f, g, o) order, ``c' = f*c + i*g``, ``h' = o*tanh(c')``. No
+Parameters. On CPU, float32, one compiled pass forward and one backward (``msforge/kernels/lstm_gates.cc``) instead
+of ~30 MindSpore elementwise kernels; elsewhere the same formula in MindSpore ops. tanh is ``2*sigmoid(2x) - 1`` on
+both paths (MindSpore 2.10's CPU Tanh is off by up to 1e-4).
 """
 import ctypes
 import warnings
@@ -23,7 +29,7 @@ from mindspore import Tensor, nn, ops
 
 from msforge import kernels
 
-__all__ = ["Conv2d", "GroupNorm", "conv2d_kernel", "group_norm_kernel"]
+__all__ = ["Conv2d", "GroupNorm", "LSTMGates", "tanh", "conv2d_kernel", "group_norm_kernel", "lstm_gates_kernel"]
 
 _warned = set()
 _onednn_versions = {}  # library path -> oneDNN version it runs with (major * 10000 + minor * 100 + patch)
@@ -42,6 +48,16 @@ def group_norm_kernel():
     path, reason = kernels.library("group_norm")
     if path is None:
         _warn_once(f"msforge.layers.GroupNorm uses MindSpore's GroupNorm kernel (slower on CPU): {reason}")
+    return path
+
+
+def lstm_gates_kernel():
+    """Path of the compiled LSTM gates library when this process will use it, else None (after one warning)."""
+    if ms.get_context("device_target") != "CPU":
+        return None
+    path, reason = kernels.library("lstm_gates")
+    if path is None:
+        _warn_once(f"msforge.layers.LSTMGates uses MindSpore's elementwise ops (slower on CPU): {reason}")
     return path
 
 
@@ -145,3 +161,39 @@ class GroupNorm(nn.GroupNorm):
         if self.use_kernel and x.dtype == ms.float32 and self.gamma.dtype == ms.float32:  # else mixed precision
             return self.forward_op(x, self.gamma, self.beta, self.eps_tensor)[0]
         return self._cal_output(x)
+
+
+def tanh(x):
+    """``tanh(x)`` as ``2*sigmoid(2x) - 1``: MindSpore 2.10's CPU Tanh kernel is off by up to 1e-4 for |x| in 4..6
+    (an approximation), its Sigmoid by < 1e-6; this form is within 2e-6 everywhere, for two cheap elementwise ops."""
+    return 2.0 * ops.sigmoid(2.0 * x) - 1.0
+
+
+class LSTMGates(nn.Cell):
+    """The LSTM state update from pre-activation gates (see the module docstring): ``construct(gates, c) -> (h, c)``
+    with ``gates`` (N, 4H, ...) in (i, f, g, o) order on axis 1 and ``c`` (N, H, ...). ``use_kernel=False`` forces
+    MindSpore's ops. The device is read when the layer is built."""
+
+    def __init__(self, use_kernel=True):
+        super().__init__()
+        self.split = ops.Split(axis=1, output_num=4)
+        path = lstm_gates_kernel() if use_kernel else None
+        self.use_kernel = path is not None
+        if not self.use_kernel:
+            return
+        backward = ops.Custom(f"{path}:LstmGatesBackward", out_shape=lambda dh, dc, gates, c: (gates, c),
+                              out_dtype=lambda dh, dc, gates, c: (gates, c), func_type="aot")
+
+        def bprop(gates, c, out, dout):
+            return backward(dout[0], dout[1], gates, c)
+
+        self.forward_op = ops.Custom(f"{path}:LstmGatesForward", out_shape=lambda gates, c: (c, c),
+                                     out_dtype=lambda gates, c: (c, c), func_type="aot", bprop=bprop)
+        self.backward_op = backward  # kept as an attribute so the Cell owns both primitives
+
+    def construct(self, gates, c):
+        if self.use_kernel and gates.dtype == ms.float32 and c.dtype == ms.float32:  # else mixed precision
+            return self.forward_op(gates, c)
+        i, f, g, o = self.split(gates)
+        c = ops.sigmoid(f) * c + ops.sigmoid(i) * tanh(g)
+        return ops.sigmoid(o) * tanh(c), c

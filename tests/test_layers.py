@@ -1,6 +1,6 @@
-"""msforge.layers.GroupNorm and Conv2d: the compiled CPU kernels against MindSpore's nn.GroupNorm and nn.Conv2d
-(forward and gradients, graph mode), their checkpoint compatibility, mixed precision, and the fallbacks when a kernel
-cannot be built or does not apply."""
+"""msforge.layers.GroupNorm, Conv2d and LSTMGates: the compiled CPU kernels against MindSpore's nn.GroupNorm,
+nn.Conv2d and the LSTM formula in MindSpore ops (forward and gradients, graph mode), their checkpoint compatibility,
+mixed precision, and the fallbacks when a kernel cannot be built or does not apply."""
 import ctypes
 import os
 import shutil
@@ -14,7 +14,7 @@ import pytest
 from mindspore import Tensor, nn
 
 from msforge import layers
-from msforge.layers import Conv2d, GroupNorm, conv2d_kernel
+from msforge.layers import Conv2d, GroupNorm, LSTMGates, conv2d_kernel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 needs_compiler = pytest.mark.skipif(not (os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")),
@@ -160,6 +160,82 @@ def test_mixed_precision_float16_inputs_take_mindspore_kernels():
     assert np.array_equal(got.asnumpy(), want.asnumpy())
 
 
+class GatesLoss(nn.Cell):
+    def __init__(self, layer):
+        super().__init__()
+        self.layer = layer
+
+    def construct(self, gates, c, wh, wc):
+        h, c_next = self.layer(gates, c)
+        return (h * wh).sum() + (c_next * wc).sum()
+
+
+def gates_forward_and_grads(layer, gates, c, wh, wc):
+    """``(h', c')`` of ``layer(gates, c)``, then d/dgates and d/dc of ``sum(h' * wh) + sum(c' * wc)``."""
+    args = [Tensor(a) for a in (gates, c, wh, wc)]
+    grads = ms.grad(GatesLoss(layer), grad_position=(0, 1))(*args)
+    return tuple(t.asnumpy() for t in (*layer(args[0], args[1]), *grads))
+
+
+def lstm_float64(gates, c, wh, wc):
+    """The LSTM update and its gradients in float64 NumPy, written out by hand."""
+    g64, c64 = gates.astype(np.float64), c.astype(np.float64)
+    i, f, g, o = (1 / (1 + np.exp(-x)) for x in np.split(g64, 4, axis=1))
+    g = np.tanh(np.split(g64, 4, axis=1)[2])
+    c_next = f * c64 + i * g
+    tc = np.tanh(c_next)
+    dc_next = wc + wh * o * (1 - tc * tc)
+    dgates = np.concatenate([dc_next * g * i * (1 - i), dc_next * c64 * f * (1 - f), dc_next * i * (1 - g * g),
+                             wh * tc * o * (1 - o)], axis=1)
+    return o * tc, c_next, dgates, dc_next * f
+
+
+@needs_compiler
+@pytest.mark.parametrize("state_shape", [(16, 32, 16, 16), (3, 5, 7, 9), (2, 8, 7), (2, 3, 2, 4, 5), (1, 1, 1)])
+def test_lstm_gates_kernel_matches_float64_and_mindspore_ops_forward_and_gradients(state_shape):
+    ms.set_context(mode=ms.GRAPH_MODE)
+    rng = np.random.default_rng(0)
+    gates_shape = (state_shape[0], 4 * state_shape[1], *state_shape[2:])
+    gates = rng.normal(scale=4.0, size=gates_shape).astype(np.float32)  # well into the saturated ends
+    c, wh, wc = (rng.normal(scale=2.0, size=state_shape).astype(np.float32) for _ in range(3))
+    fast, reference = LSTMGates(), LSTMGates(use_kernel=False)
+    assert fast.use_kernel and not reference.use_kernel
+    got = gates_forward_and_grads(fast, gates, c, wh, wc)
+    names = ("h", "c", "dgates", "dc")
+    assert_close(got, gates_forward_and_grads(reference, gates, c, wh, wc), names)
+    for name, a, b in zip(names, got, lstm_float64(gates, c, wh, wc)):
+        assert a.shape == b.shape and np.abs(a - b).max() <= 1e-6 * max(1.0, np.abs(b).max()), name
+
+
+@needs_compiler
+def test_lstm_gates_kernel_saturates_and_propagates_nan_and_inf():
+    ms.set_context(mode=ms.GRAPH_MODE)
+    gates = np.zeros((1, 4, 1, 6), np.float32)
+    gates[0, :, 0, :] = [[-1e4, 1e4, -100.0, 100.0, np.nan, 0.0]] * 4
+    c = np.array([[[[1, 1, 1, 1, 1, np.inf]]]], np.float32)
+    h, c_next = (t.asnumpy()[0, 0, 0] for t in LSTMGates()(Tensor(gates), Tensor(c)))
+    # all gates -1e4: 0*1 + 0*(-1) = 0; +1e4: 1*1 + 1*1 = 2, h = tanh(2); +-100 likewise within float rounding
+    assert np.allclose(c_next[:4], [0, 2, 0, 2], atol=1e-6) and np.allclose(h[:4], [0, np.tanh(2), 0, np.tanh(2)])
+    assert np.isnan(c_next[4]) and np.isnan(h[4])  # a NaN gate must reach the loss (overflow detection)
+    assert not np.isfinite(c_next[5])  # f = 0.5 times inf
+
+
+@needs_compiler
+def test_lstm_gates_kernel_in_pynative_mode_and_float16_falls_back():
+    rng = np.random.default_rng(3)
+    gates, c = rng.normal(size=(2, 8, 3, 3)).astype(np.float32), rng.normal(size=(2, 2, 3, 3)).astype(np.float32)
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    try:
+        got = gates_forward_and_grads(LSTMGates(), gates, c, np.ones_like(c), np.ones_like(c))
+    finally:
+        ms.set_context(mode=ms.GRAPH_MODE)
+    want = gates_forward_and_grads(LSTMGates(use_kernel=False), gates, c, np.ones_like(c), np.ones_like(c))
+    assert_close(got, want, ("h", "c", "dgates", "dc"))
+    half = [Tensor(a.astype(np.float16)) for a in (gates, c)]
+    got, want = LSTMGates()(*half), LSTMGates(use_kernel=False)(*half)
+    assert got[0].dtype == ms.float16 and np.array_equal(got[0].asnumpy(), want[0].asnumpy())
+
+
 def test_conv_same_parameters_as_nn_conv2d_so_checkpoints_move_between_them(tmp_path):
     fast, reference = Conv2d(3, 4, 3, has_bias=True), nn.Conv2d(3, 4, 3, has_bias=True)
     assert [(p.name, p.shape) for p in fast.get_parameters()] == [(p.name, p.shape) for p in reference.get_parameters()]
@@ -189,27 +265,29 @@ def run_python(code, **env):
 CHECK = """
 import msforge, numpy as np, mindspore as ms
 from mindspore import Tensor, nn
-from msforge.layers import Conv2d, GroupNorm
+from msforge.layers import Conv2d, GroupNorm, LSTMGates
 norm, conv, reference = GroupNorm(2, 4), Conv2d(4, 4, 3, has_bias=True), nn.Conv2d(4, 4, 3, has_bias=True)
+gates, gates_reference = LSTMGates(), LSTMGates(use_kernel=False)
 ms.load_param_into_net(conv, {p.name: p for p in reference.get_parameters()})
 x = Tensor(np.random.default_rng(0).normal(size=(2, 4, 3, 3)).astype(np.float32))
 diff = max(float(np.abs(norm(x).asnumpy() - nn.GroupNorm(2, 4)(x).asnumpy()).max()),
-           float(np.abs(conv(x).asnumpy() - reference(x).asnumpy()).max()))
-print("use_kernel", norm.use_kernel, conv.use_kernel, "diff", diff)
+           float(np.abs(conv(x).asnumpy() - reference(x).asnumpy()).max()),
+           float(np.abs(gates(x, x[:, :1])[0].asnumpy() - gates_reference(x, x[:, :1])[0].asnumpy()).max()))
+print("use_kernel", norm.use_kernel, conv.use_kernel, gates.use_kernel, "diff", diff)
 """
 
 
 @needs_compiler
 def test_builds_into_the_cache_dir_once(tmp_path):
     first = run_python(CHECK, MSFORGE_CACHE_DIR=str(tmp_path))
-    assert "use_kernel True True diff" in first.stdout, first.stderr
+    assert "use_kernel True True True diff" in first.stdout, first.stderr
     built = sorted(os.listdir(tmp_path / "kernels"))
-    # the two kernels and conv2d's private copy of MindSpore's oneDNN
-    assert [name.split("-")[0] for name in built] == ["libconv2d", "libdnnl", "libgroup_norm"], built
+    # the three kernels and conv2d's private copy of MindSpore's oneDNN
+    assert [name.split("-")[0] for name in built] == ["libconv2d", "libdnnl", "libgroup_norm", "liblstm_gates"], built
     assert all(name.endswith(".so") for name in built)
     stamps = [os.stat(tmp_path / "kernels" / name).st_mtime_ns for name in built]
     second = run_python(CHECK, MSFORGE_CACHE_DIR=str(tmp_path))
-    assert "use_kernel True True" in second.stdout
+    assert "use_kernel True True True" in second.stdout
     assert sorted(os.listdir(tmp_path / "kernels")) == built
     assert [os.stat(tmp_path / "kernels" / name).st_mtime_ns for name in built] == stamps
 
@@ -262,8 +340,9 @@ def test_onednn_verbose_output_works_with_both_instances_loaded():
                                         ({"CXX": sys.executable}, "failed (exit code 2)")])
 def test_falls_back_to_mindspore_kernels_with_one_warning_per_layer_naming_the_reason(tmp_path, env, reason):
     result = run_python(CHECK, MSFORGE_CACHE_DIR=str(tmp_path), **env)
-    assert "use_kernel False False diff 0.0" in result.stdout, result.stderr
-    for layer in ("GroupNorm uses MindSpore's GroupNorm kernel", "Conv2d uses MindSpore's Conv2D kernels"):
+    assert "use_kernel False False False diff 0.0" in result.stdout, result.stderr
+    for layer in ("GroupNorm uses MindSpore's GroupNorm kernel", "Conv2d uses MindSpore's Conv2D kernels",
+                  "LSTMGates uses MindSpore's elementwise ops"):
         warnings = [line for line in result.stderr.splitlines() if layer in line]
         assert len(warnings) == 1 and reason in warnings[0], result.stderr
     left = os.listdir(tmp_path / "kernels") if (tmp_path / "kernels").exists() else []

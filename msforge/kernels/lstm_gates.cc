@@ -1,0 +1,112 @@
+// The LSTM cell's pointwise part on CPU, float32, forward and backward, for ops.Custom(func_type="aot"):
+// from the pre-activation gates (i, f, g, o stacked on axis 1) and the cell state c,
+//   i, f, o = sigmoid(.), g = tanh(.);  c' = f * c + i * g;  h' = o * tanh(c').
+//
+// Why: written in MindSpore ops this is ~10 elementwise kernels forward and ~20 backward, each a pass over memory
+// plus a kernel launch; the default ConvLSTM spent ~60 ms of a ~0.4 s training step in them (Sigmoid, SigmoidGrad,
+// Mul, Split, AddN in bench/profile_step.py). Here it is one pass each way; the backward recomputes the activations
+// from the gates instead of keeping them.
+//
+// sigmoid(x) = 1 / (1 + exp(-x)) with Exp below, and tanh(x) = 2 * sigmoid(2x) - 1 (models/convlstm.py computes tanh
+// the same way, because MindSpore's CPU Tanh is off by up to 1e-4). Exp is Cephes' expf (range reduction to
+// [-ln2/2, ln2/2], degree-7 polynomial, relative error ~1e-7) in plain float arithmetic, so that the loops vectorise:
+// the C library's expf is a scalar call. (The floor and the float->int conversion vectorise only under
+// -fno-trapping-math, one of msforge.kernels' flags.) Inputs are clamped to [-87, 88], where exp stays a normal
+// float; NaN stays NaN.
+//
+// Signature (MindSpore's aot convention): int f(nparam, params, ndims, shapes, dtypes, stream, extra); params holds
+// the inputs then the outputs.
+#include <cmath>
+#include <cstdint>
+
+namespace {
+
+int64_t Numel(const int64_t* shape, int ndim) {
+  int64_t n = 1;
+  for (int i = 0; i < ndim; ++i) n *= shape[i];
+  return n;
+}
+
+inline float Exp(float x) {
+  x = x < -87.0f ? -87.0f : x;
+  x = x > 88.0f ? 88.0f : x;
+  const float n = std::floor(x * 1.44269504088896341f + 0.5f);  // x = n * ln2 + r
+  const float r = x - n * 0.693359375f + n * 2.12194440e-4f;     // ln2 in two parts, for precision
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float er = p * r * r + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;  // 2^n
+  return er * __builtin_bit_cast(float, bits);
+}
+
+inline float Sigmoid(float x) { return 1.0f / (1.0f + Exp(-x)); }
+inline float Tanh(float x) { return 2.0f * Sigmoid(2.0f * x) - 1.0f; }
+
+// Shapes: gates (N, 4H, *), states (N, H, *) with the same trailing size. Elements per sample of a state, or -1.
+int64_t StateSize(const int64_t* gates, int gates_ndim, const int64_t* state, int state_ndim) {
+  if (gates_ndim < 2 || gates_ndim != state_ndim || gates[0] != state[0] || state[0] <= 0) return -1;
+  if (Numel(gates, gates_ndim) != 4 * Numel(state, state_ndim)) return -1;
+  return Numel(state, state_ndim) / state[0];
+}
+
+}  // namespace
+
+// inputs: gates (N, 4H, *), c (N, H, *); outputs: h (N, H, *), c_next (N, H, *)
+extern "C" int LstmGatesForward(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes,
+                                void* stream, void* extra) {
+  if (nparam != 4) return 1;
+  const int64_t m = StateSize(shapes[0], ndims[0], shapes[1], ndims[1]);
+  if (m < 0) return 2;
+  const float* gates = static_cast<const float*>(params[0]);
+  const float* c = static_cast<const float*>(params[1]);
+  float* h_next = static_cast<float*>(params[2]);
+  float* c_next = static_cast<float*>(params[3]);
+  const int64_t n = shapes[1][0];
+  for (int64_t b = 0; b < n; ++b) {
+    const float *gi = gates + 4 * b * m, *gf = gi + m, *gg = gi + 2 * m, *go = gi + 3 * m, *cb = c + b * m;
+    float *hb = h_next + b * m, *cnb = c_next + b * m;
+#pragma omp simd
+    for (int64_t k = 0; k < m; ++k) {
+      const float cn = Sigmoid(gf[k]) * cb[k] + Sigmoid(gi[k]) * Tanh(gg[k]);
+      cnb[k] = cn;
+      hb[k] = Sigmoid(go[k]) * Tanh(cn);
+    }
+  }
+  return 0;
+}
+
+// inputs: dh_next (N, H, *), dc_next (N, H, *), gates (N, 4H, *), c (N, H, *); outputs: dgates, dc
+extern "C" int LstmGatesBackward(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes,
+                                 void* stream, void* extra) {
+  if (nparam != 6) return 1;
+  const int64_t m = StateSize(shapes[2], ndims[2], shapes[3], ndims[3]);
+  if (m < 0) return 2;
+  const float* dh_next = static_cast<const float*>(params[0]);
+  const float* dc_next = static_cast<const float*>(params[1]);
+  const float* gates = static_cast<const float*>(params[2]);
+  const float* c = static_cast<const float*>(params[3]);
+  float* dgates = static_cast<float*>(params[4]);
+  float* dc = static_cast<float*>(params[5]);
+  const int64_t n = shapes[3][0];
+  for (int64_t b = 0; b < n; ++b) {
+    const float *gi = gates + 4 * b * m, *gf = gi + m, *gg = gi + 2 * m, *go = gi + 3 * m, *cb = c + b * m;
+    const float *dhb = dh_next + b * m, *dcnb = dc_next + b * m;
+    float *di = dgates + 4 * b * m, *df = di + m, *dg = di + 2 * m, *dout = di + 3 * m, *dcb = dc + b * m;
+#pragma omp simd
+    for (int64_t k = 0; k < m; ++k) {
+      const float i = Sigmoid(gi[k]), f = Sigmoid(gf[k]), g = Tanh(gg[k]), o = Sigmoid(go[k]);
+      const float tc = Tanh(f * cb[k] + i * g);
+      const float dcn = dcnb[k] + dhb[k] * o * (1.0f - tc * tc);  // all the gradient reaching c'
+      di[k] = dcn * g * i * (1.0f - i);
+      df[k] = dcn * cb[k] * f * (1.0f - f);
+      dg[k] = dcn * i * (1.0f - g * g);
+      dout[k] = dhb[k] * tc * o * (1.0f - o);
+      dcb[k] = dcn * f;
+    }
+  }
+  return 0;
+}
