@@ -3,14 +3,15 @@
 :func:`library` returns the path of a compiled shared library, or None with the reason when it cannot be had (no
 C++ compiler, a failed build, ``MSFORGE_KERNELS=0`` in the environment). Libraries are built with ``-O3
 -march=native`` into ``$MSFORGE_CACHE_DIR`` (default ``~/.cache/msforge``)``/kernels/``, named by a hash of the
-source, the flags, the compiler and this CPU's feature flags, so a changed source or another machine sharing the
-folder gets its own build. Concurrent builds (data-parallel workers) each write a temporary file and rename it into
-place: whichever lands last wins, and every reader sees a complete library.
+source and the headers here (``thread_pool.h``), the flags, the compiler and this CPU's feature flags, so a changed
+source or another machine sharing the folder gets its own build. Concurrent builds (data-parallel workers) each
+write a temporary file and rename it into place: whichever lands last wins, and every reader sees a complete library.
 
 ``conv2d`` loads the oneDNN library MindSpore ships (``mindspore/lib/libdnnl.so.3``) at run time, and a copy of it
 (58 MB for MindSpore 2.10) kept in the same cache folder; both paths are compiled in, part of the flags and so of the
 hash.
 """
+import glob
 import hashlib
 import os
 import platform
@@ -105,8 +106,10 @@ def _build(name):
         if link is None:
             return None, reason
     source = os.path.join(HERE, f"{name}.cc")
-    with open(source, "rb") as f:
-        code = f.read()
+    code = b""
+    for path in [source] + sorted(glob.glob(os.path.join(HERE, "*.h"))):  # the headers any kernel may include
+        with open(path, "rb") as f:
+            code += f.read() + b"\0"
     try:
         version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
     except (OSError, subprocess.SubprocessError) as err:

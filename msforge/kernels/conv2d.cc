@@ -24,11 +24,7 @@
 // Signature (MindSpore's aot convention): int f(nparam, params, ndims, shapes, dtypes, stream, extra); params holds
 // the inputs then the outputs. The padding is read from the shapes: out = in + 2 * pad - kernel + 1.
 #include <dlfcn.h>
-#include <sched.h>
 
-#include <atomic>
-#include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -37,8 +33,9 @@
 #include <memory>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
+
+#include "thread_pool.h"
 
 extern "C" {
 typedef int dnnl_status_t;  // dnnl_success = 0
@@ -125,92 +122,15 @@ constexpr int kArgSrc = 1, kArgDst = 17, kArgWeights = 33, kArgBias = 41, kArgDi
 void* const kMemoryNone = nullptr;
 void* const kMemoryAllocate = reinterpret_cast<void*>(static_cast<size_t>(-1));
 
-// oneDNN's parallel regions run on these threads (the caller's plus workers). Between regions a worker spins for
-// kSpinMicroseconds, long enough to catch the next region of the same convolution, then sleeps: MindSpore runs its
-// own kernels on the same cores between two convolutions, and a worker that kept spinning would slow them. Measured
-// on the default ConvLSTM's training step (bench/formulations.py): with an OpenMP team, which spins by default, the
-// kernel made the step 0.95x as fast; with the team told to sleep at once (OMP_WAIT_POLICY=passive), 1.11x; with
-// this pool, 1.19x.
-class ThreadPool : public dnnl::threadpool_interop::threadpool_iface {
+// oneDNN's parallel regions run on msforge's pool (thread_pool.h), whose workers sleep between convolutions.
+class OneDnnThreadPool : public dnnl::threadpool_interop::threadpool_iface {
  public:
-  explicit ThreadPool(int threads) {
-    for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { Work(); });
-  }
-  ~ThreadPool() override {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      stop_ = true;
-      generation_.fetch_add(1);
-    }
-    wake_.notify_all();
-    for (auto& worker : workers_) worker.join();
-  }
-  int get_num_threads() const override { return static_cast<int>(workers_.size()) + 1; }
-  bool get_in_parallel() const override { return in_pool_; }
+  int get_num_threads() const override { return msforge::Pool().Threads(); }
+  bool get_in_parallel() const override { return msforge::ThreadPool::InPool(); }
   uint64_t get_flags() const override { return 0; }  // synchronous: parallel_for returns when all is done
   void wait() override {}
-  void parallel_for(int n, const std::function<void(int, int)>& fn) override {
-    if (n <= 1 || workers_.empty() || in_pool_) {
-      for (int i = 0; i < n; ++i) fn(i, n);
-      return;
-    }
-    job_ = &fn;
-    job_size_ = n;
-    next_.store(0);
-    pending_.store(static_cast<int>(workers_.size()));
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      generation_.fetch_add(1, std::memory_order_release);
-    }
-    wake_.notify_all();
-    in_pool_ = true;
-    RunShare();
-    in_pool_ = false;
-    while (pending_.load(std::memory_order_acquire) != 0) Pause();
-  }
-
- private:
-  static constexpr int kSpinMicroseconds = 50;
-  static void Pause() { __builtin_ia32_pause(); }
-  void RunShare() {
-    for (int i = next_.fetch_add(1); i < job_size_; i = next_.fetch_add(1)) (*job_)(i, job_size_);
-  }
-  void Work() {
-    in_pool_ = true;
-    uint64_t seen = 0;
-    for (;;) {
-      const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(kSpinMicroseconds);
-      while (generation_.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < until) {
-        for (int i = 0; i < 32; ++i) Pause();
-      }
-      if (generation_.load(std::memory_order_acquire) == seen) {
-        std::unique_lock<std::mutex> lock(mutex_);
-        wake_.wait(lock, [&] { return generation_.load() != seen; });
-      }
-      seen = generation_.load(std::memory_order_acquire);
-      if (stop_) return;
-      RunShare();
-      pending_.fetch_sub(1, std::memory_order_release);
-    }
-  }
-
-  std::vector<std::thread> workers_;
-  std::mutex mutex_;
-  std::condition_variable wake_;
-  std::atomic<uint64_t> generation_{0};
-  std::atomic<int> next_{0}, pending_{0};
-  const std::function<void(int, int)>* job_ = nullptr;
-  int job_size_ = 0;
-  bool stop_ = false;
-  static thread_local bool in_pool_;
+  void parallel_for(int n, const std::function<void(int, int)>& fn) override { msforge::Pool().ParallelFor(n, fn); }
 };
-thread_local bool ThreadPool::in_pool_ = false;
-
-int CpusAvailable() {
-  cpu_set_t set;
-  if (sched_getaffinity(0, sizeof(set), &set) == 0) return CPU_COUNT(&set) > 0 ? CPU_COUNT(&set) : 1;
-  return 1;
-}
 
 // The oneDNN functions used here, looked up in the loaded library.
 #define MSFORGE_ONEDNN_FUNCTIONS(X)                                                                               \
@@ -249,7 +169,7 @@ OneDnn onednn;
 struct Runtime {
   dnnl_engine_t engine = nullptr;
   dnnl_stream_t stream = nullptr;
-  ThreadPool pool{CpusAvailable()};
+  OneDnnThreadPool pool;
   bool ok = false;
   Runtime() {
     // the cap must be set before the library's first use; only the private copy's is ours to set

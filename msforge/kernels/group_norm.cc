@@ -1,11 +1,10 @@
 // GroupNorm forward and backward on CPU, float32, channels-first (N, C, *), for ops.Custom(func_type="aot").
 //
 // Why: MindSpore 2.10's CPU GroupNorm / GroupNormGrad take ~8-9 ms each on a 16x128x16x16 tensor (2 MB), longer
-// than the convolution that produced it; these loops take ~0.11 ms (forward) and ~0.14 ms (backward), about what
-// PyTorch's native_group_norm takes on the same tensor. Single-threaded on purpose: the work is memory-bound and
-// small, and a second thread pool beside MindSpore's would compete for the same cores. The float sums within a
-// channel are vectorised by `omp simd reduction` (-fopenmp-simd, no OpenMP runtime): without it the compiler keeps
-// them in order, one add at a time, and the kernel took 1.1 ms per forward + backward more (bench/layers.py).
+// than the convolution that produced it. The float sums within a channel are vectorised by `omp simd reduction`
+// (-fopenmp-simd, no OpenMP runtime; without it the compiler keeps them in order, one add at a time), and the groups
+// are spread over msforge's thread pool (thread_pool.h) when the tensor is large enough to pay for waking a worker.
+// bench/layers.py times them against MindSpore's.
 //
 // Signature (MindSpore's aot convention): int f(nparam, params, ndims, shapes, dtypes, stream, extra); params holds
 // the inputs then the outputs. The number of groups G is read from the shape of the `mean` tensor, (N, G).
@@ -13,6 +12,8 @@
 #include <cmath>
 #include <cstdint>
 #include <vector>
+
+#include "thread_pool.h"
 
 namespace {
 
@@ -38,37 +39,39 @@ extern "C" int GroupNormForward(int nparam, void** params, int* ndims, int64_t**
   const int64_t n = shapes[0][0], c = shapes[0][1], g = shapes[5][1];
   if (n * c == 0 || g <= 0 || c % g) return 2;
   const int64_t hw = Numel(shapes[0], ndims[0]) / (n * c), cpg = c / g, m = cpg * hw;
-  for (int64_t ng = 0; ng < n * g; ++ng) {
-    const float* xs = x + ng * m;
-    double sum = 0.0;
-    for (int64_t k = 0; k < cpg; ++k) {
-      float s = 0.0f;
+  msforge::ParallelRanges(msforge::Parts(n * g, n * c * hw), n * g, [&](int, int64_t begin, int64_t end) {
+    for (int64_t ng = begin; ng < end; ++ng) {
+      const float* xs = x + ng * m;
+      double sum = 0.0;
+      for (int64_t k = 0; k < cpg; ++k) {
+        float s = 0.0f;
 #pragma omp simd reduction(+ : s)
-      for (int64_t i = 0; i < hw; ++i) s += xs[k * hw + i];
-      sum += s;
-    }
-    const float mu = static_cast<float>(sum / m);
-    double sq = 0.0;
-    for (int64_t k = 0; k < cpg; ++k) {
-      float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-      for (int64_t i = 0; i < hw; ++i) {
-        const float d = xs[k * hw + i] - mu;
-        s += d * d;
+        for (int64_t i = 0; i < hw; ++i) s += xs[k * hw + i];
+        sum += s;
       }
-      sq += s;
+      const float mu = static_cast<float>(sum / m);
+      double sq = 0.0;
+      for (int64_t k = 0; k < cpg; ++k) {
+        float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+        for (int64_t i = 0; i < hw; ++i) {
+          const float d = xs[k * hw + i] - mu;
+          s += d * d;
+        }
+        sq += s;
+      }
+      const float r = static_cast<float>(1.0 / std::sqrt(sq / m + eps));
+      mean[ng] = mu;
+      rstd[ng] = r;
+      const int64_t c0 = (ng % g) * cpg;
+      for (int64_t k = 0; k < cpg; ++k) {
+        const float a = r * gamma[c0 + k], b = beta[c0 + k] - mu * a;
+        const float* xk = xs + k * hw;
+        float* yk = y + ng * m + k * hw;
+        for (int64_t i = 0; i < hw; ++i) yk[i] = xk[i] * a + b;
+      }
     }
-    const float r = static_cast<float>(1.0 / std::sqrt(sq / m + eps));
-    mean[ng] = mu;
-    rstd[ng] = r;
-    const int64_t c0 = (ng % g) * cpg;
-    for (int64_t k = 0; k < cpg; ++k) {
-      const float a = r * gamma[c0 + k], b = beta[c0 + k] - mu * a;
-      const float* xk = xs + k * hw;
-      float* yk = y + ng * m + k * hw;
-      for (int64_t i = 0; i < hw; ++i) yk[i] = xk[i] * a + b;
-    }
-  }
+  });
   return 0;
 }
 
@@ -87,38 +90,50 @@ extern "C" int GroupNormBackward(int nparam, void** params, int* ndims, int64_t*
   const int64_t n = shapes[1][0], c = shapes[1][1], g = shapes[3][1];
   if (n * c == 0 || g <= 0 || c % g) return 2;
   const int64_t hw = Numel(shapes[1], ndims[1]) / (n * c), cpg = c / g, m = cpg * hw;
-  std::vector<double> sum_g(c, 0.0), sum_b(c, 0.0);
-  for (int64_t ng = 0; ng < n * g; ++ng) {
-    const float mu = mean[ng], r = rstd[ng];
-    const int64_t c0 = (ng % g) * cpg, base = ng * m;
-    double s1 = 0.0, s2 = 0.0;  // sums over the group of dxhat = dy * gamma and of dxhat * xhat
-    for (int64_t k = 0; k < cpg; ++k) {
-      const float* dyk = dy + base + k * hw;
-      const float* xk = x + base + k * hw;
-      float sb = 0.0f, sg = 0.0f;
+  // each part sums dgamma and dbeta over its own groups; the parts are added in order, so the result does not depend
+  // on which thread ran which part
+  const int parts = msforge::Parts(n * g, 2 * n * c * hw);
+  std::vector<std::vector<double>> sum_g(parts, std::vector<double>(c, 0.0)), sum_b(sum_g);
+  msforge::ParallelRanges(parts, n * g, [&](int part, int64_t begin, int64_t end) {
+    std::vector<double>& part_g = sum_g[part];
+    std::vector<double>& part_b = sum_b[part];
+    for (int64_t ng = begin; ng < end; ++ng) {
+      const float mu = mean[ng], r = rstd[ng];
+      const int64_t c0 = (ng % g) * cpg, base = ng * m;
+      double s1 = 0.0, s2 = 0.0;  // sums over the group of dxhat = dy * gamma and of dxhat * xhat
+      for (int64_t k = 0; k < cpg; ++k) {
+        const float* dyk = dy + base + k * hw;
+        const float* xk = x + base + k * hw;
+        float sb = 0.0f, sg = 0.0f;
 #pragma omp simd reduction(+ : sb, sg)
-      for (int64_t i = 0; i < hw; ++i) {
-        sb += dyk[i];
-        sg += dyk[i] * (xk[i] - mu);
+        for (int64_t i = 0; i < hw; ++i) {
+          sb += dyk[i];
+          sg += dyk[i] * (xk[i] - mu);
+        }
+        sg *= r;  // sum of dy * xhat
+        part_b[c0 + k] += sb;
+        part_g[c0 + k] += sg;
+        s1 += static_cast<double>(sb) * gamma[c0 + k];
+        s2 += static_cast<double>(sg) * gamma[c0 + k];
       }
-      sg *= r;  // sum of dy * xhat
-      sum_b[c0 + k] += sb;
-      sum_g[c0 + k] += sg;
-      s1 += static_cast<double>(sb) * gamma[c0 + k];
-      s2 += static_cast<double>(sg) * gamma[c0 + k];
+      const float a1 = static_cast<float>(s1 / m), a2 = static_cast<float>(s2 / m);
+      for (int64_t k = 0; k < cpg; ++k) {
+        const float gk = gamma[c0 + k];
+        const float* dyk = dy + base + k * hw;
+        const float* xk = x + base + k * hw;
+        float* dxk = dx + base + k * hw;
+        for (int64_t i = 0; i < hw; ++i) dxk[i] = r * (dyk[i] * gk - a1 - (xk[i] - mu) * r * a2);
+      }
     }
-    const float a1 = static_cast<float>(s1 / m), a2 = static_cast<float>(s2 / m);
-    for (int64_t k = 0; k < cpg; ++k) {
-      const float gk = gamma[c0 + k];
-      const float* dyk = dy + base + k * hw;
-      const float* xk = x + base + k * hw;
-      float* dxk = dx + base + k * hw;
-      for (int64_t i = 0; i < hw; ++i) dxk[i] = r * (dyk[i] * gk - a1 - (xk[i] - mu) * r * a2);
-    }
-  }
+  });
   for (int64_t ch = 0; ch < c; ++ch) {
-    dgamma[ch] = static_cast<float>(sum_g[ch]);
-    dbeta[ch] = static_cast<float>(sum_b[ch]);
+    double total_g = 0.0, total_b = 0.0;
+    for (int part = 0; part < parts; ++part) {
+      total_g += sum_g[part][ch];
+      total_b += sum_b[part][ch];
+    }
+    dgamma[ch] = static_cast<float>(total_g);
+    dbeta[ch] = static_cast<float>(total_b);
   }
   return 0;
 }

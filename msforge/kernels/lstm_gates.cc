@@ -5,7 +5,7 @@
 // Why: written in MindSpore ops this is ~10 elementwise kernels forward and ~20 backward, each a pass over memory
 // plus a kernel launch; the default ConvLSTM spent ~60 ms of a ~0.4 s training step in them (Sigmoid, SigmoidGrad,
 // Mul, Split, AddN in bench/profile_step.py). Here it is one pass each way; the backward recomputes the activations
-// from the gates instead of keeping them.
+// from the gates instead of keeping them. The batch is spread over msforge's thread pool (thread_pool.h).
 //
 // sigmoid(x) = 1 / (1 + exp(-x)) with Exp below, and tanh(x) = 2 * sigmoid(2x) - 1 (models/convlstm.py computes tanh
 // the same way, because MindSpore's CPU Tanh is off by up to 1e-4). Exp is Cephes' expf (range reduction to
@@ -18,6 +18,8 @@
 // the inputs then the outputs.
 #include <cmath>
 #include <cstdint>
+
+#include "thread_pool.h"
 
 namespace {
 
@@ -66,16 +68,18 @@ extern "C" int LstmGatesForward(int nparam, void** params, int* ndims, int64_t**
   float* h_next = static_cast<float*>(params[2]);
   float* c_next = static_cast<float*>(params[3]);
   const int64_t n = shapes[1][0];
-  for (int64_t b = 0; b < n; ++b) {
-    const float *gi = gates + 4 * b * m, *gf = gi + m, *gg = gi + 2 * m, *go = gi + 3 * m, *cb = c + b * m;
-    float *hb = h_next + b * m, *cnb = c_next + b * m;
+  msforge::ParallelRanges(msforge::Parts(n, 7 * n * m), n, [&](int, int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      const float *gi = gates + 4 * b * m, *gf = gi + m, *gg = gi + 2 * m, *go = gi + 3 * m, *cb = c + b * m;
+      float *hb = h_next + b * m, *cnb = c_next + b * m;
 #pragma omp simd
-    for (int64_t k = 0; k < m; ++k) {
-      const float cn = Sigmoid(gf[k]) * cb[k] + Sigmoid(gi[k]) * Tanh(gg[k]);
-      cnb[k] = cn;
-      hb[k] = Sigmoid(go[k]) * Tanh(cn);
+      for (int64_t k = 0; k < m; ++k) {
+        const float cn = Sigmoid(gf[k]) * cb[k] + Sigmoid(gi[k]) * Tanh(gg[k]);
+        cnb[k] = cn;
+        hb[k] = Sigmoid(go[k]) * Tanh(cn);
+      }
     }
-  }
+  });
   return 0;
 }
 
@@ -92,21 +96,23 @@ extern "C" int LstmGatesBackward(int nparam, void** params, int* ndims, int64_t*
   float* dgates = static_cast<float*>(params[4]);
   float* dc = static_cast<float*>(params[5]);
   const int64_t n = shapes[3][0];
-  for (int64_t b = 0; b < n; ++b) {
-    const float *gi = gates + 4 * b * m, *gf = gi + m, *gg = gi + 2 * m, *go = gi + 3 * m, *cb = c + b * m;
-    const float *dhb = dh_next + b * m, *dcnb = dc_next + b * m;
-    float *di = dgates + 4 * b * m, *df = di + m, *dg = di + 2 * m, *dout = di + 3 * m, *dcb = dc + b * m;
+  msforge::ParallelRanges(msforge::Parts(n, 12 * n * m), n, [&](int, int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      const float *gi = gates + 4 * b * m, *gf = gi + m, *gg = gi + 2 * m, *go = gi + 3 * m, *cb = c + b * m;
+      const float *dhb = dh_next + b * m, *dcnb = dc_next + b * m;
+      float *di = dgates + 4 * b * m, *df = di + m, *dg = di + 2 * m, *dout = di + 3 * m, *dcb = dc + b * m;
 #pragma omp simd
-    for (int64_t k = 0; k < m; ++k) {
-      const float i = Sigmoid(gi[k]), f = Sigmoid(gf[k]), g = Tanh(gg[k]), o = Sigmoid(go[k]);
-      const float tc = Tanh(f * cb[k] + i * g);
-      const float dcn = dcnb[k] + dhb[k] * o * (1.0f - tc * tc);  // all the gradient reaching c'
-      di[k] = dcn * g * i * (1.0f - i);
-      df[k] = dcn * cb[k] * f * (1.0f - f);
-      dg[k] = dcn * i * (1.0f - g * g);
-      dout[k] = dhb[k] * tc * o * (1.0f - o);
-      dcb[k] = dcn * f;
+      for (int64_t k = 0; k < m; ++k) {
+        const float i = Sigmoid(gi[k]), f = Sigmoid(gf[k]), g = Tanh(gg[k]), o = Sigmoid(go[k]);
+        const float tc = Tanh(f * cb[k] + i * g);
+        const float dcn = dcnb[k] + dhb[k] * o * (1.0f - tc * tc);  // all the gradient reaching c'
+        di[k] = dcn * g * i * (1.0f - i);
+        df[k] = dcn * cb[k] * f * (1.0f - f);
+        dg[k] = dcn * i * (1.0f - g * g);
+        dout[k] = dhb[k] * tc * o * (1.0f - o);
+        dcb[k] = dcn * f;
+      }
     }
-  }
+  });
   return 0;
 }
