@@ -4,8 +4,11 @@
 for float32 NCHW stride-1 convolutions with symmetric zero padding and no dilation or groups (the ConvLSTM's gates
 convolution), forward and backward run the oneDNN library MindSpore ships with the layout oneDNN computes fastest in
 (``msforge/kernels/conv2d.cc``), with the bias add fused; MindSpore 2.10's own CPU kernels give it plain NCHW and get
-im2col + sgemm. Timed by ``bench/layers.py``, equal to ``nn.Conv2d`` within float32 rounding
-(``tests/test_layers.py``). Any other configuration or device, or no compiler: ``nn.Conv2d`` itself.
+im2col + sgemm. They run on a private copy of that library whose instruction set is not capped at AVX2 (MindSpore's
+own instance must stay capped, see ``msforge/__init__.py``): AVX-512 kernels where the CPU has them.
+``MSFORGE_ONEDNN_PRIVATE=0`` uses MindSpore's instance instead. Timed by ``bench/layers.py``, equal to ``nn.Conv2d``
+within float32 rounding (``tests/test_layers.py``). Any other configuration or device, or no compiler: ``nn.Conv2d``
+itself.
 
 ``GroupNorm``: a drop-in for ``mindspore.nn.GroupNorm`` (same constructor, the same ``gamma`` / ``beta`` Parameters,
 so checkpoints move between the two). On CPU it runs a compiled C++ forward and backward (``msforge/kernels/
