@@ -22,6 +22,8 @@ of the four gate blocks stacked on axis 1 in (i, f, g, o) order, ``c' = f*c + i*
 Parameters. On CPU, float32, one compiled pass forward and one backward (``msforge/kernels/lstm_gates.cc``) instead
 of ~30 MindSpore elementwise kernels; elsewhere the same formula in MindSpore ops. tanh is ``2*sigmoid(2x) - 1`` on
 both paths (MindSpore 2.10's CPU Tanh is off by up to 1e-4).
+
+The kernels spread their work over the CPUs the process may run on, or over ``MSFORGE_NUM_THREADS`` threads.
 """
 import ctypes
 import warnings

@@ -279,7 +279,15 @@ print("use_kernel", norm.use_kernel, conv.use_kernel, gates.use_kernel, "diff", 
 
 @needs_compiler
 def test_builds_into_the_cache_dir_once(tmp_path):
+    # a temporary file left by a build killed hours ago is removed; a fresh one may be a live build's and stays
+    os.makedirs(tmp_path / "kernels")
+    abandoned, live = tmp_path / "kernels" / "tmpold.so.tmp", tmp_path / "kernels" / "tmpnew.so.tmp"
+    abandoned.write_bytes(b"x" * 1000)
+    live.write_bytes(b"")
+    os.utime(abandoned, (1e9, 1e9))
     first = run_python(CHECK, MSFORGE_CACHE_DIR=str(tmp_path))
+    assert not abandoned.exists() and live.exists()
+    live.unlink()
     assert "use_kernel True True True diff" in first.stdout, first.stderr
     built = sorted(os.listdir(tmp_path / "kernels"))
     # the three kernels and conv2d's private copy of MindSpore's oneDNN
@@ -333,6 +341,19 @@ def test_onednn_verbose_output_works_with_both_instances_loaded():
     assert result.returncode == 0, result.stderr[-2000:]
     convolutions = [line for line in result.stdout.splitlines() if ",convolution," in line and "exec" in line]
     assert len(convolutions) >= 2, result.stdout[-2000:]
+
+
+@needs_compiler
+@pytest.mark.parametrize("wanted", [None, "1", "3"])
+def test_kernel_threads_are_the_cpus_available_or_msforge_num_threads(wanted):
+    script = ("import msforge, numpy as np\nfrom mindspore import Tensor\nfrom msforge.layers import Conv2d\n"
+              "Conv2d(4, 8, 3, has_bias=True)(Tensor(np.ones((2, 4, 8, 8), np.float32)))\n")
+    env = {"ONEDNN_VERBOSE": "1"} if wanted is None else {"ONEDNN_VERBOSE": "1", "MSFORGE_NUM_THREADS": wanted}
+    result = run_python(script, **env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    # only msforge's oneDNN instance runs a primitive here, so it is the one reporting its thread pool
+    expected = wanted or str(len(os.sched_getaffinity(0)))
+    assert f"runtime:threadpool,nthr:{expected}" in result.stdout, result.stdout[:2000]
 
 
 @pytest.mark.parametrize("env,reason", [({"MSFORGE_KERNELS": "0"}, "MSFORGE_KERNELS=0"),

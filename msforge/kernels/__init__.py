@@ -18,6 +18,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # -fopenmp-simd: `omp simd` loops, no OpenMP runtime; -fno-trapping-math: lets floor and float->int vectorise
@@ -74,6 +75,17 @@ def cache_dir():
     return os.path.join(root, "kernels")
 
 
+def _remove_abandoned_temporaries(folder, age_s=3600):
+    """Delete ``*.so.tmp`` files older than an hour: a build or oneDNN copy killed midway (the copy is 58 MB) leaves
+    one; a live build's is minutes old at most."""
+    for tmp in glob.glob(os.path.join(folder, "*.so.tmp")):
+        try:
+            if time.time() - os.stat(tmp).st_mtime > age_s:
+                os.unlink(tmp)
+        except OSError:
+            pass  # another process removed or renamed it first
+
+
 def _cpu_flags():
     try:
         with open("/proc/cpuinfo") as f:
@@ -122,6 +134,7 @@ def _build(name):
         return path, None
     try:
         os.makedirs(folder, exist_ok=True)
+        _remove_abandoned_temporaries(folder)
         fd, tmp = tempfile.mkstemp(suffix=".so.tmp", dir=folder)
         os.close(fd)
     except OSError as err:

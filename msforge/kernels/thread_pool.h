@@ -1,5 +1,6 @@
 // A small thread pool for msforge's kernels: the calling thread plus one worker per further CPU this process may run
-// on. Included by each kernel's source (msforge.kernels hashes this header into every kernel's build key).
+// on (or MSFORGE_NUM_THREADS - 1 workers). Included by each kernel's source (msforge.kernels hashes this header into
+// every kernel's build key).
 //
 // Between parallel regions a worker spins for kSpinMicroseconds, long enough to catch the next region of the same
 // kernel, then sleeps: MindSpore runs its own kernels on the same cores between two of ours, and a worker that kept
@@ -15,6 +16,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <cstdlib>
 #include <functional>
 #include <mutex>
 #include <thread>
@@ -23,7 +25,11 @@
 namespace msforge {
 namespace {  // each kernel library has its own pool: nothing is bound across libraries
 
-int CpusAvailable() {
+// MSFORGE_NUM_THREADS when set to a positive number (e.g. to share the cores between data-parallel workers on one
+// machine), else the CPUs this process may run on.
+int ThreadsWanted() {
+  const char* wanted = std::getenv("MSFORGE_NUM_THREADS");
+  if (wanted && std::atoi(wanted) > 0) return std::atoi(wanted);
   cpu_set_t set;
   if (sched_getaffinity(0, sizeof(set), &set) == 0) return CPU_COUNT(&set) > 0 ? CPU_COUNT(&set) : 1;
   return 1;
@@ -109,7 +115,7 @@ class ThreadPool {
 
 // This library's pool, made at first use.
 ThreadPool& Pool() {
-  static ThreadPool pool(CpusAvailable());
+  static ThreadPool pool(ThreadsWanted());
   return pool;
 }
 
