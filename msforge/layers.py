@@ -40,30 +40,31 @@ _warned = set()
 _onednn_versions = {}  # library path -> oneDNN version it runs with (major * 10000 + minor * 100 + patch)
 
 
-def _warn_once(message):
+def _warn_once(message, stacklevel=4):  # 4: the line that built the layer, through *_kernel() and __init__
     if message not in _warned:
         _warned.add(message)
-        warnings.warn(message, stacklevel=4)
+        warnings.warn(message, stacklevel=stacklevel)
+
+
+def _cpu_kernel(name, fallback):
+    """Path of kernel library ``name`` when this process will use it, else None; on CPU, a warning once that the
+    layer uses ``fallback`` and why."""
+    if ms.get_context("device_target") != "CPU":
+        return None
+    path, reason = kernels.library(name)
+    if path is None:
+        _warn_once(f"{fallback} (slower on CPU): {reason}", stacklevel=5)
+    return path
 
 
 def group_norm_kernel():
     """Path of the compiled GroupNorm library when this process will use it, else None (after one warning)."""
-    if ms.get_context("device_target") != "CPU":
-        return None
-    path, reason = kernels.library("group_norm")
-    if path is None:
-        _warn_once(f"msforge.layers.GroupNorm uses MindSpore's GroupNorm kernel (slower on CPU): {reason}")
-    return path
+    return _cpu_kernel("group_norm", "msforge.layers.GroupNorm uses MindSpore's GroupNorm kernel")
 
 
 def lstm_gates_kernel():
     """Path of the compiled LSTM gates library when this process will use it, else None (after one warning)."""
-    if ms.get_context("device_target") != "CPU":
-        return None
-    path, reason = kernels.library("lstm_gates")
-    if path is None:
-        _warn_once(f"msforge.layers.LSTMGates uses MindSpore's elementwise ops (slower on CPU): {reason}")
-    return path
+    return _cpu_kernel("lstm_gates", "msforge.layers.LSTMGates uses MindSpore's elementwise ops")
 
 
 def conv2d_kernel():
