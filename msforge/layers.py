@@ -193,7 +193,14 @@ class LSTMGates(nn.Cell):
         def bprop(gates, c, out, dout):
             return backward(dout[0], dout[1], gates, c)
 
-        self.forward_op = ops.Custom(f"{path}:LstmGatesForward", out_shape=lambda gates, c: (c, c),
+        def out_shape(gates, c):
+            gates, c = list(gates), list(c)
+            if len(gates) < 2 or gates[:1] + gates[2:] != c[:1] + c[2:] or gates[1] != 4 * c[1]:
+                raise ValueError(f"LSTMGates: gates of shape {tuple(gates)} must be (N, 4H, ...) for c of shape "
+                                 f"{tuple(c)} (N, H, ...)")
+            return c, c
+
+        self.forward_op = ops.Custom(f"{path}:LstmGatesForward", out_shape=out_shape,
                                      out_dtype=lambda gates, c: (c, c), func_type="aot", bprop=bprop)
         self.backward_op = backward  # kept as an attribute so the Cell owns both primitives
 

@@ -236,6 +236,15 @@ def test_lstm_gates_kernel_in_pynative_mode_and_float16_falls_back():
     assert got[0].dtype == ms.float16 and np.array_equal(got[0].asnumpy(), want[0].asnumpy())
 
 
+@needs_compiler
+def test_lstm_gates_with_mismatched_shapes_is_a_one_line_error_naming_them(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # MindSpore writes analyze_fail.ir into the working directory
+    ms.set_context(mode=ms.GRAPH_MODE)
+    with pytest.raises(ValueError, match=r"gates of shape \(2, 12, 3, 3\) must be \(N, 4H, ...\) for c of shape "
+                                         r"\(2, 4, 3, 3\)"):
+        LSTMGates()(Tensor(np.ones((2, 12, 3, 3), np.float32)), Tensor(np.ones((2, 4, 3, 3), np.float32)))
+
+
 def test_conv_same_parameters_as_nn_conv2d_so_checkpoints_move_between_them(tmp_path):
     fast, reference = Conv2d(3, 4, 3, has_bias=True), nn.Conv2d(3, 4, 3, has_bias=True)
     assert [(p.name, p.shape) for p in fast.get_parameters()] == [(p.name, p.shape) for p in reference.get_parameters()]
