@@ -245,24 +245,17 @@ def test_lstm_gates_with_mismatched_shapes_is_a_one_line_error_naming_them(tmp_p
         LSTMGates()(Tensor(np.ones((2, 12, 3, 3), np.float32)), Tensor(np.ones((2, 4, 3, 3), np.float32)))
 
 
-def test_conv_same_parameters_as_nn_conv2d_so_checkpoints_move_between_them(tmp_path):
-    fast, reference = Conv2d(3, 4, 3, has_bias=True), nn.Conv2d(3, 4, 3, has_bias=True)
+@pytest.mark.parametrize("make,parameter,size", [
+    (lambda module: module.Conv2d(3, 4, 3, has_bias=True), "bias", 4),
+    (lambda module: module.GroupNorm(2, 8), "gamma", 8)], ids=["conv2d", "groupnorm"])
+def test_same_parameters_as_the_nn_layer_so_checkpoints_move_between_them(tmp_path, make, parameter, size):
+    fast, reference = make(layers), make(nn)
     assert [(p.name, p.shape) for p in fast.get_parameters()] == [(p.name, p.shape) for p in reference.get_parameters()]
-    fast.bias.set_data(Tensor(np.arange(4, dtype=np.float32)))
-    path = str(tmp_path / "conv.ckpt")
+    getattr(fast, parameter).set_data(Tensor(np.arange(size, dtype=np.float32)))
+    path = str(tmp_path / "layer.ckpt")
     ms.save_checkpoint(fast, path)
     ms.load_param_into_net(reference, ms.load_checkpoint(path))
-    assert np.array_equal(reference.bias.asnumpy(), np.arange(4, dtype=np.float32))
-
-
-def test_same_parameters_as_nn_groupnorm_so_checkpoints_move_between_them(tmp_path):
-    fast, reference = GroupNorm(2, 8), nn.GroupNorm(2, 8)
-    assert [(p.name, p.shape) for p in fast.get_parameters()] == [(p.name, p.shape) for p in reference.get_parameters()]
-    fast.gamma.set_data(Tensor(np.arange(8, dtype=np.float32)))
-    path = str(tmp_path / "gn.ckpt")
-    ms.save_checkpoint(fast, path)
-    ms.load_param_into_net(reference, ms.load_checkpoint(path))
-    assert np.array_equal(reference.gamma.asnumpy(), np.arange(8, dtype=np.float32))
+    assert np.array_equal(getattr(reference, parameter).asnumpy(), np.arange(size, dtype=np.float32))
 
 
 def run_python(code, **env):
