@@ -1,7 +1,8 @@
-"""Video-prediction models for msforge: ConvLSTM and ConvGRU encoder-forecasters."""
+"""Video-prediction models for msforge: the VideoPredictionModule base and the models on it (ConvLSTM, ConvGRU)."""
+from models.base import VideoPredictionModule
 from models.convlstm import (PRESETS, ConvLSTMCell, ConvLSTMModule, EncoderForecaster, count_parameters,
                              cpu_small_config, depth_to_space, seed_config, space_to_depth)
 from models.convgru import ConvGRUCell, ConvGRUModule
 
-__all__ = ["ConvLSTMCell", "ConvLSTMModule", "EncoderForecaster", "PRESETS", "seed_config", "cpu_small_config",
-           "space_to_depth", "depth_to_space", "count_parameters", "ConvGRUCell", "ConvGRUModule"]
+__all__ = ["VideoPredictionModule", "ConvLSTMCell", "ConvLSTMModule", "EncoderForecaster", "PRESETS", "seed_config",
+           "cpu_small_config", "space_to_depth", "depth_to_space", "count_parameters", "ConvGRUCell", "ConvGRUModule"]

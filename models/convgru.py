@@ -1,7 +1,8 @@
 """ConvGRU: the ConvLSTM encoder-forecaster with another recurrent cell.
 
-Writing a new model = a cell that follows the state protocol (``zero_state`` returns a tuple whose first item is the
-output ``h``; ``construct(x, *state)`` returns the next tuple) and a Module subclass that names it.
+Another cell in the encoder-forecaster = a cell that follows the state protocol (``zero_state`` returns a tuple whose
+first item is the output ``h``; ``construct(x, *state)`` returns the next tuple) and a ConvLSTMModule subclass that
+names it. A model of another family subclasses ``models.base.VideoPredictionModule`` directly.
 """
 import msforge  # noqa: F401  (first: caps oneDNN's ISA before mindspore loads)
 from msforge.layers import GroupNorm

@@ -12,17 +12,20 @@ Three pieces, each usable alone:
   frames. Its architecture is a plain dict of numbers (see :func:`seed_config`, :func:`cpu_small_config`); the cell
   class is injected (``cell=ConvGRUCell`` gives a ConvGRU with the same layout).
 
-* :class:`ConvLSTMModule`: the msforge ``Module`` (training/validation/test/predict steps, optimizer, image logging).
-  Subclasses change ``cell_class`` to swap the recurrent cell (see ``models/convgru.py``).
+* :class:`ConvLSTMModule`: the model on :class:`models.base.VideoPredictionModule`, which does the training /
+  validation / test / predict steps, metrics, optimizer and image logging. Subclasses change ``cell_class`` to swap
+  the recurrent cell (see ``models/convgru.py``).
 
 Tensors are ``(B, T, C, H, W)`` float32 with values in [0, 1].
 """
-from msforge import Module, metrics  # first: msforge caps oneDNN's ISA before mindspore loads
+import msforge  # noqa: F401  (first: caps oneDNN's ISA before mindspore loads)
 from msforge.layers import Conv2d, GroupNorm, LSTMGates, tanh  # faster on CPU; Conv2d, GroupNorm: nn's parameters
 
 import mindspore as ms
 import numpy as np
-from mindspore import Tensor, nn, ops
+from mindspore import nn, ops
+
+from models.base import BASE_ARGUMENTS, DEFAULT_FRAME_SHAPE, VideoPredictionModule
 
 __all__ = [
     "ConvLSTMCell", "EncoderForecaster", "ConvLSTMModule", "seed_config", "cpu_small_config", "PRESETS",
@@ -307,113 +310,41 @@ class EncoderForecaster(nn.Cell):
 
 
 # -- msforge Module ------------------------------------------------------------------------------------------------
-LOSSES = ("mse", "mae", "mse+mae")
-
-
-def _numpy(x):
-    return x.asnumpy() if isinstance(x, Tensor) else np.asarray(x)
-
-
-def _tensor(x):
-    return x if isinstance(x, Tensor) else Tensor(np.asarray(x, dtype=np.float32))
-
-
-class ConvLSTMModule(Module):
-    """ConvLSTM encoder-forecaster as an msforge Module.
+class ConvLSTMModule(VideoPredictionModule):
+    """ConvLSTM encoder-forecaster on the video-prediction base (``models/base.py``: steps, loss, metrics, images,
+    optimizer; ``lr``, ``weight_decay``, ``loss``, ``in_frames``, ``out_frames``, ``frame_shape`` are its arguments).
 
     ``preset``: "cpu_small" or "seed" (see :data:`PRESETS`); any architecture key of the preset can be overridden by
-    keyword (``patch=2, hidden=(32, 32), kernel_sizes=(3, 3), feed_predictions=True, ...``).
-    ``loss``: training loss, "mse" (mean squared error over all elements), "mae" or "mse+mae".
-    ``lr``/``weight_decay``: Adam's, constant unless :meth:`lr_scheduler` is overridden.
+    keyword (``patch=2, hidden=(32, 32), kernel_sizes=(3, 3), feed_predictions=True, ...``). The architecture's
+    ``n_target`` and ``in_channels`` are the base's ``out_frames`` and ``frame_shape[0]``; either spelling sets both.
     Subclasses swap the recurrent cell by setting ``cell_class``.
-
-    ``training_step`` returns ``{"loss", "mse", "mae"}``: the loss, and MSE/MAE as per-frame sums over pixels
-    averaged over frames (msforge.metrics' definition, so ``train_mse`` compares with ``val_mse``). Validation and
-    test metrics, ``val_loss`` included, are computed on predictions clipped to [0, 1].
     """
 
     cell_class = ConvLSTMCell
 
-    def __init__(self, preset="cpu_small", lr=1e-3, weight_decay=0.0, loss="mse", **arch):
-        super().__init__()
-        self.save_hyperparameters()
+    def __init__(self, preset="cpu_small", **kwargs):
         if preset not in PRESETS:
             raise ValueError(f"preset={preset!r}: expected one of {sorted(PRESETS)}")
-        if loss not in LOSSES:
-            raise ValueError(f"loss={loss!r}: expected one of {LOSSES}")
         config = PRESETS[preset]()
-        unknown = sorted(set(arch) - set(config))
+        unknown = sorted(set(kwargs) - set(config) - set(BASE_ARGUMENTS))
         if unknown:
             raise TypeError(f"{type(self).__name__}: unknown argument(s) {unknown}; architecture keys are "
-                            f"{sorted(config)}")
+                            f"{sorted(config)}, the base's {list(BASE_ARGUMENTS)}")
+        arch = {key: kwargs.pop(key) for key in list(kwargs) if key in config}
+        # the architecture's own names for two of the base's arguments, kept so older configs still build
+        if "n_target" in arch:
+            kwargs.setdefault("out_frames", arch["n_target"])
+        if "in_channels" in arch:
+            kwargs.setdefault("frame_shape", (arch["in_channels"], *DEFAULT_FRAME_SHAPE[1:]))
+        super().__init__(**kwargs)
+        for key, base_key, value in (("n_target", "out_frames", self.out_frames),
+                                     ("in_channels", "frame_shape[0]", self.frame_shape[0])):
+            if arch.setdefault(key, value) != value:
+                raise ValueError(f"{type(self).__name__}: {key}={arch[key]!r} and {base_key}={value!r} disagree; "
+                                 f"give only {base_key.split('[')[0]}")
         config.update(arch)
         self.config = config
-        self.loss_name = loss
         self.net = EncoderForecaster(cell=self.cell_class, **config)
 
     def construct(self, inputs):
         return self.net(inputs)
-
-    def compute_loss(self, pred, target):
-        """Training loss as a Tensor (also used for ``val_loss``)."""
-        err = pred - target
-        if self.loss_name == "mse":
-            return ops.mean(err * err)
-        if self.loss_name == "mae":
-            return ops.mean(ops.abs(err))
-        return ops.mean(err * err) + ops.mean(ops.abs(err))
-
-    def training_step(self, batch):
-        inputs, targets = batch
-        pred = self.construct(inputs)
-        err = pred - targets
-        pixels = targets.shape[2] * targets.shape[3] * targets.shape[4]
-        # "mse"/"mae": per-frame sums over pixels averaged over frames, as val_mse/val_mae (on unclipped predictions)
-        return {"loss": self.compute_loss(pred, targets), "mse": ops.mean(err * err) * pixels,
-                "mae": ops.mean(ops.abs(err)) * pixels}
-
-    def predict_frames(self, inputs):
-        """Predictions for ``inputs`` (numpy or Tensor, (B, T, C, H, W)) as numpy clipped to [0, 1]."""
-        return np.clip(_numpy(self(_tensor(inputs))), 0.0, 1.0)
-
-    def _evaluate(self, batch, prefix):
-        inputs, targets = batch[0], _numpy(batch[1])
-        pred = self.predict_frames(inputs)
-        batch_size = targets.shape[0]
-        if prefix == "val":
-            loss = float(self.compute_loss(Tensor(pred), Tensor(targets.astype(np.float32))).asnumpy())
-            self.log("val_loss", loss, prog_bar=True, batch_size=batch_size)
-        values = metrics.video_metrics(pred, targets)
-        for name in ("mse", "mae", "ssim", "psnr"):
-            self.log(f"{prefix}_{name}", values[name], prog_bar=prefix == "test" and name == "mse",
-                     batch_size=batch_size)
-        return values
-
-    def validation_step(self, batch, batch_idx):
-        return self._evaluate(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        return self._evaluate(batch, "test")
-
-    def predict_step(self, batch, batch_idx):
-        """Predicted frames ``(B, n_target, C, H, W)`` as numpy, clipped to [0, 1]."""
-        inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self.predict_frames(inputs)
-
-    def images_for_logging(self, batch):
-        # the whole batch goes through the network (not batch[0:1]): a new batch size would recompile the graph
-        inputs, targets = _numpy(batch[0]), _numpy(batch[1])
-        pred = self.predict_frames(inputs)
-        return {"input": np.clip(inputs[0], 0, 1), "target": np.clip(targets[0], 0, 1), "prediction": pred[0]}
-
-    def lr_scheduler(self, optimizer):
-        """Hook: return None (constant ``lr``, the default), a scheduler over ``optimizer`` or a Lightning-style
-        ``{"scheduler": ..., "interval": "step", ...}`` dict; it becomes ``configure_optimizers()``'s
-        ``"lr_scheduler"``. E.g. ``return msforge.schedulers.CosineAnnealingLR(optimizer, T_max=100)``."""
-        return None
-
-    def configure_optimizers(self):
-        optimizer = nn.Adam(self.trainable_params(), learning_rate=self.hparams.lr,
-                            weight_decay=self.hparams.weight_decay)
-        scheduler = self.lr_scheduler(optimizer)
-        return optimizer if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}

@@ -146,8 +146,8 @@ def test_config_errors():
 
 def test_hyperparameters_and_optimizer():
     module = ConvGRUModule("cpu_small", lr=3e-3, hidden=(8, 8))
-    assert dict(module.hparams) == {"preset": "cpu_small", "lr": 3e-3, "weight_decay": 0.0, "loss": "mse",
-                                    "hidden": (8, 8)}
+    assert dict(module.hparams) == {"preset": "cpu_small", "lr": 3e-3, "hidden": (8, 8), "weight_decay": 0.0,
+                                    "loss": "mse", "in_frames": 10, "out_frames": 10, "frame_shape": (1, 64, 64)}
     assert isinstance(module.net.enc_cells[1], ConvGRUCell) and module.net.enc_cells[1].hidden == 8
     optimizer = module.configure_optimizers()
     assert isinstance(optimizer, nn.Adam) and np.isclose(float(optimizer.learning_rate.asnumpy()), 3e-3)
@@ -258,7 +258,9 @@ class FakeTrainer:
 
 
 def test_module_steps_log_and_predict():
-    module = ConvLSTMModule("cpu_small", hidden=(4, 4), kernel_sizes=(3, 3), n_target=4)
+    module = ConvLSTMModule("cpu_small", hidden=(4, 4), kernel_sizes=(3, 3), in_frames=4, n_target=4,
+                            frame_shape=(1, 16, 16))
+    assert module.out_frames == 4 and module.net.n_target == 4
     module.trainer = FakeTrainer()
     inputs, targets = (t.asnumpy() for t in moving_square(batch=3))
     pred = module.predict_step((inputs, targets), 0)
