@@ -83,8 +83,9 @@ _building = threading.local()
 
 
 def _pending_args(instance):
+    """The arguments recorded for ``instance`` while its __init__ chain runs (a dict to add to), else None."""
     stack = getattr(_building, "stack", [])
-    return stack[-1][1] if stack and stack[-1][0] is instance else {}
+    return stack[-1][1] if stack and stack[-1][0] is instance else None
 
 
 def _call_arguments(signature, args, kwargs):
@@ -103,12 +104,27 @@ def _call_arguments(signature, args, kwargs):
     return values
 
 
+def _record_defaults(recorded, signature, args, kwargs):
+    """Add to ``recorded`` the defaults of the parameters a super().__init__ call leaves out (a parent's own options);
+    what the subclass passes explicitly is derived from its own arguments, already recorded."""
+    try:
+        passed = signature.bind_partial(None, *args, **kwargs).arguments
+    except TypeError:
+        return
+    if recorded is None:
+        return
+    for p in list(signature.parameters.values())[1:]:
+        if p.name not in passed and p.default is not p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+            recorded.setdefault(p.name, p.default)
+
+
 def _recording_init(init):
     signature = inspect.signature(init)
 
     @functools.wraps(init)
     def __init__(self, *args, **kwargs):
-        if type(self).__init__ is not __init__:  # called through super(): the outermost __init__ records the call
+        if type(self).__init__ is not __init__:  # called through super(): the outermost __init__ recorded the call
+            _record_defaults(_pending_args(self), signature, args, kwargs)
             return init(self, *args, **kwargs)
         stack = _building.__dict__.setdefault("stack", [])
         stack.append((self, _call_arguments(signature, args, kwargs) or {}))
@@ -199,7 +215,7 @@ class VideoPredictionModule(Module):
         self.frame_shape = tuple(int(v) for v in frame_shape)
         own = dict(lr=lr, weight_decay=weight_decay, loss=loss, in_frames=in_frames, out_frames=out_frames,
                    frame_shape=frame_shape)
-        given = _pending_args(self)  # the arguments of the model's own __init__ call, if a subclass was built
+        given = _pending_args(self) or {}  # the arguments the model was built with, if it is a subclass
         self.hparams.update(given)
         self.hparams.update({k: v for k, v in own.items() if k not in given})
 
