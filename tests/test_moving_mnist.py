@@ -7,7 +7,10 @@ import functools
 import gzip
 import hashlib
 import http.server
+import json
 import os
+import subprocess
+import sys
 import threading
 import warnings
 
@@ -270,6 +273,41 @@ def test_test_file_and_datamodule_test_loader(tmp_path):
         batches = list(loader)
         assert [b[0].shape for b in batches] == [(4, 10, 1, 64, 64), (2, 10, 1, 64, 64)]
         np.testing.assert_array_equal(batches[1][1][:, :, 0], np.moveaxis(seqs[10:, 4:], 1, 0) / np.float32(255))
+
+
+def test_standard_test_file_through_run_py(tmp_path):
+    """The documented route for the published test set: data.init_args.test_file=mnist_test_seq.npy in a config, test
+    stage of experiments/run.py. The baselines printed beside the model are computed here from the raw uint8 file."""
+    seqs = np.random.default_rng(5).integers(0, 256, size=(20, 6, 64, 64), dtype=np.uint8)
+    path = tmp_path / "mnist_test_seq.npy"
+    np.save(path, seqs)
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run(
+        [sys.executable, os.path.join(repo, "experiments", "run.py"), "convlstm_mnist.yaml", "--stage", "test",
+         f"data.init_args.test_file={path}", "data.init_args.batch_size=4", "model.init_args.hidden=[4,4]"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "runs" / "convlstm_mnist" / "version_0" / "test_metrics.json").read_text())
+    assert report["sequences"] == 6
+    frames = seqs.astype(np.float64) / 255  # (20, N, 64, 64): frames 0-9 in, 10-19 out
+    targets, last_input = frames[10:20], frames[9]
+    black = report["baselines"]["all-black"]
+    np.testing.assert_allclose(black["mse"], np.mean(np.sum(targets ** 2, axis=(2, 3))), rtol=1e-6)
+    np.testing.assert_allclose(black["mae"], np.mean(np.sum(targets, axis=(2, 3))), rtol=1e-6)
+    copy_last = np.mean(np.sum((targets - last_input) ** 2, axis=(2, 3)))
+    np.testing.assert_allclose(report["baselines"]["copy-last"]["mse"], copy_last, rtol=1e-6)
+    assert all(np.isfinite(report["model"][f"test_{k}"]) for k in ("mse", "mae", "ssim", "psnr"))
+
+
+def test_a_test_file_with_more_frames_warns_which_are_used(tmp_path):
+    path = tmp_path / "video_major.npy"
+    np.save(path, np.zeros((30, 20, 64, 64), np.uint8))  # e.g. 30 videos of 20 frames saved video-major
+    with pytest.warns(UserWarning, match=r"20 videos of 30 frames, of which frames 0-19 are used.*swapaxes"):
+        ds = MovingMNISTFile(path)
+    assert len(ds) == 20 and ds[0][1].shape == (10, 1, 64, 64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        MovingMNISTFile(path, n_input=10, n_target=20)  # all 30 frames used: nothing to warn about
 
 
 @pytest.mark.parametrize(
