@@ -185,7 +185,8 @@ class PredRNNNet(nn.Cell):
 
         Returns ``(frames, increments)``: ``frames`` (N, out_frames, C, H, W), or with ``context=True`` every
         prediction, of input frames 1.. too (N, in_frames - 1 + out_frames, ...); ``increments`` is, with
-        ``deltas=True``, a tuple of ``(delta_c, delta_m)`` per step and layer (else empty).
+        ``deltas=True``, ``(deltas_c, deltas_m)``: two tuples of the increments of C and M, one per step and layer
+        (else two empty tuples).
         """
         n, in_frames, c, height, width = inputs.shape
         frames_in = self._to_patches(inputs)
@@ -193,7 +194,7 @@ class PredRNNNet(nn.Cell):
         zeros = ops.zeros((n, self.hidden, height // self.patch, width // self.patch), inputs.dtype)
         hs, cs = (zeros,) * self.num_layers, (zeros,) * self.num_layers
         memory = zeros
-        predictions, increments = [], []
+        predictions, deltas_c, deltas_m = [], [], []
         prediction = zeros  # replaced at step 0; only read from step 1 on
         first_output = 0 if context else in_frames - 1
         for t in range(in_frames + out_frames - 1):
@@ -211,7 +212,8 @@ class PredRNNNet(nn.Cell):
                 x, c_next, memory, delta_c, delta_m = self.st_lstm[layer](x, hs[layer], cs[layer], memory, deltas)
                 new_hs, new_cs = new_hs + (x,), new_cs + (c_next,)
                 if deltas:
-                    increments.append((delta_c, delta_m))
+                    deltas_c.append(delta_c)
+                    deltas_m.append(delta_m)
             hs, cs = new_hs, new_cs
             # the readout is needed where a prediction is fed back or returned
             if t >= first_output or input_mask is not None:
@@ -222,7 +224,7 @@ class PredRNNNet(nn.Cell):
         steps = out.shape[1]
         out = depth_to_space(out.reshape(n * steps, self.frame_channels, height // self.patch, width // self.patch),
                              self.patch)
-        return out.reshape(n, steps, c, height, width), tuple(increments)
+        return out.reshape(n, steps, c, height, width), (tuple(deltas_c), tuple(deltas_m))
 
     def construct(self, inputs, out_frames):
         return self.rollout(inputs, out_frames)[0]
@@ -284,11 +286,11 @@ class PredRNN(VideoPredictionModule):
         if rows > self.sampling_max_batch:
             raise ValueError(f"{type(self).__name__}(sampling_max_batch={self.sampling_max_batch}): the training "
                              f"batch has {rows} videos; set sampling_max_batch >= the batch size")
-        if not self.scheduled_sampling or self.out_frames < 2:
-            return
         step = self.trainer.global_step
-        mask = sampling_mask(self.sampling_seed, step, self.sampling_max_batch, self.sampling_probabilities(step))
-        ops.assign(self.sampling_mask, Tensor(mask))
+        probabilities = self.sampling_probabilities(step) if self.scheduled_sampling else []
+        if probabilities:  # none: no frame is mixed (scheduled sampling off, or a single output frame)
+            mask = sampling_mask(self.sampling_seed, step, self.sampling_max_batch, probabilities)
+            ops.assign(self.sampling_mask, Tensor(mask))
 
     def training_masks(self, batch_size):
         """``(input_mask, forecast_mask)`` for :meth:`PredRNNNet.rollout` (None: not mixed)."""
@@ -297,18 +299,20 @@ class PredRNN(VideoPredictionModule):
         return None, self.sampling_mask[:batch_size]
 
     def training_rollout(self, inputs, targets, increments=False):
-        """``(forecast, extra_losses, increments)`` of one training forward pass (see the class docstring)."""
+        """``(forecast, context_loss, increments)`` of one training forward pass (see the class docstring);
+        ``context_loss`` is None without ``context_loss`` or with a single input frame."""
         input_mask, forecast_mask = self.training_masks(inputs.shape[0])
         context = self.context_loss and self.in_frames > 1
         frames, deltas = self.net.rollout(inputs, self.out_frames, targets, forecast_mask, input_mask, context,
                                           increments)
         if not context:
-            return frames, {}, deltas
+            return frames, None, deltas
         seen = self.in_frames - 1
-        weight = seen / self.out_frames
-        extra = {"context": weight * self.compute_loss(frames[:, :seen], inputs[:, 1:])}
-        return frames[:, seen:], extra, deltas
+        context_loss = seen / self.out_frames * self.compute_loss(frames[:, :seen], inputs[:, 1:])
+        return frames[:, seen:], context_loss, deltas
 
     def training_forward(self, inputs, targets):
-        frames, extra, _ = self.training_rollout(inputs, targets)
-        return frames, extra
+        frames, context_loss, _ = self.training_rollout(inputs, targets)
+        if context_loss is None:
+            return frames, {}
+        return frames, {"context": context_loss}
