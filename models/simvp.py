@@ -287,12 +287,12 @@ class SimVP(VideoPredictionModule):
                  attention_kernel=21, layer_scale_init=1e-2, patch=1, **kwargs):
         super().__init__(**kwargs)
         channels, height, width = self.frame_shape
-        factor = patch * 2 ** (N_S // 2) if isinstance(patch, int) and isinstance(N_S, int) else 1
+        self.net = SimVPNet(self.in_frames, channels, hid_S, hid_T, N_S, N_T, spatio_kernel_enc, spatio_kernel_dec,
+                            mlp_ratio, attention_kernel, layer_scale_init, patch, unit=self.translator_unit)
+        factor = self.net.downsampling
         if height % factor or width % factor:
             raise ValueError(f"{type(self).__name__}: frame_shape={self.frame_shape} needs height and width divisible "
                              f"by patch * 2**(N_S // 2) = {factor}; change patch, N_S or the frame size")
-        self.net = SimVPNet(self.in_frames, channels, hid_S, hid_T, N_S, N_T, spatio_kernel_enc, spatio_kernel_dec,
-                            mlp_ratio, attention_kernel, layer_scale_init, patch, unit=self.translator_unit)
 
     def construct(self, inputs):
         return self.net.rollout(inputs, self.out_frames)
