@@ -107,12 +107,12 @@ def _call_arguments(signature, args, kwargs):
 def _record_defaults(recorded, signature, args, kwargs):
     """Add to ``recorded`` the defaults of the parameters a super().__init__ call leaves out (a parent's own options);
     what the subclass passes explicitly is derived from its own arguments, already recorded."""
+    if recorded is None:
+        return
     try:
         passed = signature.bind_partial(None, *args, **kwargs).arguments
     except TypeError:
-        return
-    if recorded is None:
-        return
+        return  # the __init__ itself raises the error, with Python's message
     for p in list(signature.parameters.values())[1:]:
         if p.name not in passed and p.default is not p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
             recorded.setdefault(p.name, p.default)
@@ -159,7 +159,7 @@ def _chain_signature(cls):
     return inspect.Signature(first + ordered + ([var_keyword] if var_keyword else []))
 
 
-# -- the base class ------------------------------------------------------------------------------------------------------
+# -- the base class ----------------------------------------------------------------------------------------------------
 class VideoPredictionModule(Module):
     """Base of msforge's video-prediction models: subclass it with ``__init__(self, <its args>, **kwargs)`` calling
     ``super().__init__(**kwargs)`` first, and ``construct(self, inputs)``.
@@ -186,8 +186,8 @@ class VideoPredictionModule(Module):
             cls.__init__ = _recording_init(cls.__dict__["__init__"])
             cls.__init__.__signature__ = _chain_signature(cls)
 
-    def __init__(self, lr=1e-3, weight_decay=0.0, loss="mse", in_frames=10, out_frames=10, frame_shape=DEFAULT_FRAME_SHAPE,
-                 **unknown):
+    def __init__(self, lr=1e-3, weight_decay=0.0, loss="mse", in_frames=10, out_frames=10,
+                 frame_shape=DEFAULT_FRAME_SHAPE, **unknown):
         super().__init__()
         name = type(self).__name__
         if unknown:

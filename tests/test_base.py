@@ -79,7 +79,7 @@ def scaled_predictions(inputs, out_frames, scale):
     return np.repeat(inputs[:, -1:] * np.float32(scale), out_frames, axis=1)
 
 
-# -- loss ---------------------------------------------------------------------------------------------------------------
+# -- loss --------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("loss, reference", [
     ("mse", lambda e: np.mean(e ** 2)), ("l2", lambda e: np.mean(e ** 2)),
     ("l1", lambda e: np.mean(np.abs(e))), ("mae", lambda e: np.mean(np.abs(e))),
@@ -226,7 +226,7 @@ def test_unknown_argument_is_a_type_error_with_the_nearest_name():
         Scaled(frame_shape=(64, 64))
 
 
-# -- host-side steps ----------------------------------------------------------------------------------------------------
+# -- host-side steps ---------------------------------------------------------------------------------------------------
 def test_split_batch_takes_pairs_or_one_video():
     module = Scaled(in_frames=2, out_frames=3, frame_shape=SHAPE)
     inputs, targets = clips()

@@ -142,6 +142,17 @@ def test_config_errors():
         EncoderForecaster(hidden=(8, 8), kernel_sizes=(3,))
     with pytest.raises(TypeError, match="unknown"):
         ConvLSTMModule("cpu_small", hiden=(8,))
+    with pytest.raises(ValueError, match=r"n_target=3 and out_frames=4 disagree"):
+        ConvLSTMModule("cpu_small", hidden=(4, 4), n_target=3, out_frames=4)
+
+
+def test_architecture_names_of_base_arguments_set_both():
+    # n_target / in_channels (the architecture's keys, in older configs) and out_frames / frame_shape (the base's)
+    module = ConvLSTMModule("cpu_small", hidden=(4, 4), kernel_sizes=(3, 3), n_target=3, in_channels=3)
+    assert (module.out_frames, module.frame_shape, module.net.n_target) == (3, (3, 64, 64), 3)
+    module = ConvGRUModule("cpu_small", hidden=(4, 4), kernel_sizes=(3, 3), out_frames=2, frame_shape=(2, 32, 32))
+    assert (module.config["n_target"], module.config["in_channels"]) == (2, 2)
+    assert module.net.frame_channels == 2 * 4 * 4  # 2 channels on 4x4 patches
 
 
 def test_hyperparameters_and_optimizer():
