@@ -73,6 +73,13 @@ def latest_run(root, name):
     return os.path.join(folder, versions[-1][1]) if versions else None
 
 
+def _env():
+    """This checkout's packages first, whatever is installed (e.g. run from a snapshot: `git worktree add`)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([ROOT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    return env
+
+
 def run_one(config_path, args):
     name = model_name(config_path)
     with open(config_path) as f:
@@ -85,7 +92,7 @@ def run_one(config_path, args):
     print(f"[{time.strftime('%H:%M:%S')}] {name}: training {args.minutes:g} min, log {log}", flush=True)
     with open(log, "w") as out:
         code = subprocess.call([sys.executable, os.path.join(HERE, "run.py"), derived, "--stage", "fit,test"],
-                               stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+                               stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=_env())
     if code != 0:
         print(f"  {name}: run.py exited with {code}; see {log}", flush=True)
     return code
