@@ -64,16 +64,30 @@ def load(path):
     plain MindSpore checkpoint without msforge state)."""
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path!r} does not exist")
+    has_crc = _ends_with_crc(path)  # plain MindSpore files often have none: checked only where present (no warning)
     try:
-        raw = ms.load_checkpoint(path, crc_check=True)
+        raw = ms.load_checkpoint(path, crc_check=has_crc)
     except (ValueError, RuntimeError, OSError, TypeError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"checkpoint {path!r} is truncated or corrupted and cannot be read ({first})") from None
     state = {}
     if STATE_KEY in raw:
+        if not has_crc:  # msforge always writes one: the end of the file is missing
+            raise CheckpointError(f"checkpoint {path!r} is truncated or corrupted and cannot be read (its crc is "
+                                  "missing)")
         state = json.loads(str(raw.pop(STATE_KEY)))
     params = {name: value.asnumpy() for name, value in raw.items() if hasattr(value, "asnumpy")}
     return params, state
+
+
+def _ends_with_crc(path):
+    """Whether the file ends with the crc MindSpore appends with ``crc_check=True`` (b"crc_num" + 10 bytes)."""
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() < 17:
+            return False
+        f.seek(-17, os.SEEK_END)
+        return f.read(7) == b"crc_num"
 
 
 def check_match(path, params, named_targets, require_all=True):
@@ -104,7 +118,23 @@ def assign(named_targets, params):
     """Copy values into parameters with ``ops.assign``: unlike ``set_data`` it reaches graphs already compiled."""
     for name, target in named_targets:
         if name in params:
-            ops.assign(target, Tensor(params[name].astype(ms.dtype_to_nptype(target.dtype), copy=False)))
+            # Tensor(..., dtype=) casts; mindspore.dtype_to_nptype would print a deprecation warning per parameter
+            ops.assign(target, Tensor(params[name], dtype=target.dtype))
+
+
+def changed_hparams(saved, current):
+    """``"lr 0.002 -> 0.001, hidden [32, 32] -> [8, 8]"``: the hyper-parameters of a checkpoint (``state["hparams"]``)
+    that differ from the model's now, compared as the checkpoint stores them (JSON); "" when they agree or either side
+    has none."""
+    if not saved or not current:
+        return ""
+    now = json.loads(json.dumps(dict(current), default=_json_default))
+
+    def shown(values, key):
+        return repr(values[key]) if key in values else "(unset)"
+
+    return ", ".join(f"{k} {shown(saved, k)} -> {shown(now, k)}" for k in sorted(set(saved) | set(now))
+                     if k not in saved or k not in now or saved[k] != now[k])
 
 
 def named_params(cell):
