@@ -4,13 +4,17 @@ fit -> _train_epoch -> _train_batch -> the compiled ``TrainStep`` (msforge/train
 Validation, test and predict share ``_run_eval``. Checkpoint files are written by ``save_checkpoint`` and read back by
 ``_restore``; callbacks only decide when and where.
 """
+import contextlib
+import functools
 import inspect
 import itertools
 import math
 import os
 import signal
 import sys
+import tempfile
 import time
+import warnings
 from typing import Optional, Union
 
 import mindspore as ms
@@ -19,7 +23,7 @@ from mindspore import Tensor, nn
 
 from msforge import checkpoint as ckpt_io
 from msforge.callback import Callback
-from msforge.arguments import MisconfigurationError, choice, limit_batches, parse_max_time
+from msforge.arguments import MisconfigurationError, check_trainer_arguments, choice, limit_batches, parse_max_time
 from msforge.data import DataLoader, batch_size_of, is_batch_list, iterate_batches, loader_length
 from msforge.module import Module, find_self_call
 from msforge.results import EpochMeans, to_float
@@ -27,11 +31,9 @@ from msforge.schedulers import ReduceLROnPlateau
 from msforge.seed import seed_everything
 from msforge.train_step import LossScale, TrainStep
 
+# the allowed values are msforge.arguments'; these map them to MindSpore's
 PRECISIONS = {"32": None, "32-true": None, "16-mixed": ms.float16, "bf16-mixed": ms.bfloat16}
-DEVICE_TARGETS = ("auto", "CPU", "GPU", "Ascend")
 MODES = {"graph": ms.GRAPH_MODE, "pynative": ms.PYNATIVE_MODE}
-CLIP_ALGORITHMS = ("norm", "value")
-STRATEGIES = ("auto", "single", "data_parallel")
 
 
 class Trainer:
@@ -54,19 +56,10 @@ class Trainer:
                  enable_checkpointing: bool = True, default_root_dir: Optional[str] = None,
                  name: str = "msforge_logs", version: Optional[Union[int, str]] = None, strategy: str = "auto",
                  devices: int = 1):
-        self.precision = choice("precision", str(precision), tuple(PRECISIONS))
-        self.device_target = choice("device_target", device_target, DEVICE_TARGETS)
-        self.mode = choice("mode", mode, tuple(MODES))
-        self.gradient_clip_algorithm = choice("gradient_clip_algorithm", gradient_clip_algorithm, CLIP_ALGORITHMS)
-        self.strategy = choice("strategy", strategy, STRATEGIES)
-        if gradient_clip_val is not None and (isinstance(gradient_clip_val, bool) or gradient_clip_val <= 0):
-            raise MisconfigurationError(f"gradient_clip_val={gradient_clip_val!r}: must be a positive number or None")
-        if not isinstance(accumulate_grad_batches, int) or accumulate_grad_batches < 1:
-            raise MisconfigurationError(f"accumulate_grad_batches={accumulate_grad_batches!r}: must be an int >= 1")
-        if not isinstance(log_every_n_steps, int) or log_every_n_steps < 1:
-            raise MisconfigurationError(f"log_every_n_steps={log_every_n_steps!r}: must be an int >= 1")
-        if not isinstance(devices, int) or devices < 1:
-            raise MisconfigurationError(f"devices={devices!r}: must be an int >= 1")
+        check_trainer_arguments({k: v for k, v in locals().items() if k != "self"})
+        self.precision = str(precision)
+        self.device_target, self.mode, self.strategy = device_target, mode, strategy
+        self.gradient_clip_algorithm = gradient_clip_algorithm
         self.loss_scale_config = self._loss_scale(loss_scale)
         self.gradient_clip_val = gradient_clip_val
         self.accumulate_grad_batches = accumulate_grad_batches
@@ -77,7 +70,9 @@ class Trainer:
             max_epochs, max_steps, num_sanity_val_steps = 1, n, 0
             limit_train_batches = limit_val_batches = limit_test_batches = limit_predict_batches = n
             logger, enable_checkpointing, val_check_interval = False, False, None
-        self.max_epochs = 1000 if max_epochs is None and max_steps == -1 else max_epochs
+        if max_epochs is None:  # Lightning's default: 1000 epochs unless steps or time end the run
+            max_epochs = 1000 if max_steps == -1 and max_time is None else -1
+        self.max_epochs = None if max_epochs == -1 else max_epochs  # None: no epoch limit
         self.max_steps = max_steps
         self.limits = {"train": limit_train_batches, "val": limit_val_batches, "test": limit_test_batches,
                        "predict": limit_predict_batches}
@@ -115,6 +110,9 @@ class Trainer:
         self.lr_schedulers = []
         self.train_step = None
         self.num_training_batches = 0
+        # batches per loader of the current (or last) run of each kind, Lightning's names
+        self.num_sanity_val_batches, self.num_val_batches, self.num_test_batches, self.num_predict_batches = \
+            [], [], [], []
         self.train_dataloader = None
         self._log_dir = None
         self._log_target = None
@@ -208,34 +206,39 @@ class Trainer:
         """Train ``model``; with ``ckpt_path`` (a path, "last" or "best") continue exactly where it was saved."""
         self._check_module(model)
         resume = self.read_checkpoint(ckpt_path) if ckpt_path is not None else None
-        self._start("fit", model, datamodule)
-        train_loader = self._train_loader(train_dataloaders, datamodule)
-        val_loaders = self._loaders("val", val_dataloaders, datamodule, required=False)
-        if self.overfit_batches:
-            val_loaders = [train_loader]
-        self.optimizer, self.lr_schedulers = self._configure_optimizers(model)
-        self.train_step = self._build_train_step(model, self.optimizer)
         if resume is not None:
-            self._restore(*resume, train_loader)
-        self._fit_start_time = time.monotonic()
-        previous_handlers = self._install_signal_handlers()
+            self._check_resumable(*resume)
+        # from here on a SIGTERM/SIGINT is noted and acted on at the next point the run can stop and save at
+        previous_handlers, started = self._install_signal_handlers(), False
         try:
+            self._start("fit", model, datamodule)
+            started = True
+            train_loader = self._train_loader(train_dataloaders, datamodule)
+            val_loaders = self._loaders("val", val_dataloaders, datamodule, required=False)
+            if self.overfit_batches:
+                val_loaders = [train_loader]
+            self.optimizer, self.lr_schedulers = self._configure_optimizers(model)
+            self.train_step = self._build_train_step(model, self.optimizer)
+            if resume is not None:
+                self._restore(*resume, train_loader)
+            self._fit_start_time = time.monotonic()
             self._call("on_fit_start")
-            if self.num_sanity_val_steps and val_loaders:
+            if self.num_sanity_val_steps and val_loaders and not self._interrupt_pending():
                 self._sanity_check(val_loaders)
             self._call("on_train_start")
-            while not self._fit_done():
+            # a signal during the last validation (or anywhere between epochs) stops here, after saving
+            while not self._interrupt_pending() and not self._fit_done():
                 self._train_epoch(train_loader, val_loaders)
-                if self.interrupted:
-                    break
             self._call("on_train_end")
             self._call("on_fit_end")
         except BaseException as err:
-            self._call_callbacks("on_exception", err)
+            if started:
+                self._call_callbacks("on_exception", err)
             raise
         finally:
             self._restore_signal_handlers(previous_handlers)
-            self._finish("fit")
+            if started:
+                self._finish("fit")
         if self.interrupted:  # SIGTERM/SIGINT: checkpoint saved and resume command printed; the job did not finish
             raise SystemExit(128 + self._interrupt_signal)
 
@@ -348,13 +351,17 @@ class Trainer:
         if self.train_step.has_run:
             return self.train_step(is_update, batch)
         try:
-            result = self.train_step(is_update, batch)
+            with compile_report():
+                result = self.train_step(is_update, batch)
         except Exception as err:  # the first call compiles: turn MindSpore's report into one line
+            if os.environ.get("MSFORGE_TRACEBACK"):
+                raise
             first = next((ln.strip() for ln in str(err).splitlines() if ln.strip()), type(err).__name__)
             hint = " Run with Trainer(mode='pynative') to find the line." if self.mode == "graph" else ""
             raise MisconfigurationError(
                 f"training_step of {type(self.module).__name__} failed in its first step ({type(err).__name__}: "
-                f"{first}); it must return a loss Tensor or a dict with a 'loss' Tensor.{hint}") from None
+                f"{first}); it must return a loss Tensor or a dict with a 'loss' Tensor.{hint} MSFORGE_TRACEBACK=1 "
+                "shows MindSpore's whole report") from None
         out = result[0]
         if not (isinstance(out, Tensor) or (isinstance(out, dict) and isinstance(out.get("loss"), Tensor))):
             got = f"a dict with keys {sorted(out)}" if isinstance(out, dict) else f"a {type(out).__name__}"
@@ -401,10 +408,13 @@ class Trainer:
         return {"loss_scale": self.loss_scale_value, "skipped_steps": float(self.skipped_steps)}
 
     def _stop_requested(self):
-        if self._interrupt_signal is not None:
+        return self._interrupt_pending() or self._fit_done()
+
+    def _interrupt_pending(self):
+        """Whether a SIGTERM/SIGINT arrived; the first time it is seen, save the checkpoint to resume from."""
+        if self._interrupt_signal is not None and not self.interrupted:
             self._save_on_interrupt()
-            return True
-        return self._fit_done()
+        return self.interrupted is not None
 
     def _end_epoch(self, epoch_complete, val_loaders, seconds, samples):
         epoch_metrics = {f"{name}_epoch": value for name, value in self._train_means.means().items()}
@@ -432,10 +442,8 @@ class Trainer:
         if interval is None or self.overfit_batches or batch_idx + 1 >= n_batches:
             return False
         if isinstance(interval, float):
-            every = max(1, int(n_batches * interval))
-        else:
-            every = int(interval)
-        return (batch_idx + 1) % every == 0 and self._val_epoch_due()
+            return batch_idx + 1 in mid_epoch_val_points(n_batches, interval) and self._val_epoch_due()
+        return (batch_idx + 1) % int(interval) == 0 and self._val_epoch_due()
 
     def _val_due_at_epoch_end(self):
         return self._val_epoch_due()
@@ -467,7 +475,9 @@ class Trainer:
     def _sanity_check(self, val_loaders):
         self.sanity_checking = True
         self._call_callbacks("on_sanity_check_start")
-        self._run_eval("validation", val_loaders, limit=self.num_sanity_val_steps)
+        limit = None if self.num_sanity_val_steps == -1 else self.num_sanity_val_steps  # -1: all (limited) batches
+        with compile_report():  # the model's forward compiles here first
+            self._run_eval("validation", val_loaders, limit=limit)
         self._call_callbacks("on_sanity_check_end")
         self.sanity_checking = False
 
@@ -480,13 +490,17 @@ class Trainer:
         kind = {"validation": "val", "test": "test", "predict": "predict"}[stage]
         takes_idx = len(inspect.signature(step_fn).parameters) >= 3  # (batch, batch_idx, dataloader_idx)
         module.set_train(False)
+        counts = []  # batches per loader, known before the hooks so a progress bar can show the total
+        for loader in loaders:
+            total = loader_length(loader)
+            limited = limit_batches(f"limit_{kind}_batches", self.limits[kind], total)
+            counts.append(min(limit, limited) if limit is not None else limited)
+        setattr(self, "num_sanity_val_batches" if self.sanity_checking else f"num_{kind}_batches", counts)
         self._call(f"on_{stage}_start")
         self._call(f"on_{stage}_epoch_start")
         means = [EpochMeans() for _ in loaders]
         predictions = []
-        for dl_idx, loader in enumerate(loaders):
-            total = loader_length(loader)
-            n = limit if limit is not None else limit_batches(f"limit_{kind}_batches", self.limits[kind], total)
+        for dl_idx, (loader, n) in enumerate(zip(loaders, counts)):
             for batch_idx, batch in iterate_batches(loader, n, 0):
                 self._batch_size = batch_size_of(batch)
                 self._log_target = means[dl_idx]
@@ -756,16 +770,27 @@ class Trainer:
             raise MisconfigurationError(str(err)) from None
         return path, params, state
 
+    @staticmethod
+    def _check_resumable(path, params, state):
+        """Before anything is written: a checkpoint without training state cannot resume a fit."""
+        if state.get("weights_only", not state):
+            kind = "weights only (a plain MindSpore checkpoint)" if not state else "weights only"
+            raise MisconfigurationError(f"checkpoint {path!r} holds {kind} and cannot resume training; evaluate "
+                                        "with it instead (validate/test/predict with ckpt_path; experiments/run.py "
+                                        "--stage test --ckpt PATH)")
+
     def _restore(self, path, params, state, train_loader):
         """Put the trainer, step cell, schedulers, callbacks and data back where the checkpoint was taken."""
-        if state.get("weights_only", not state):
-            raise MisconfigurationError(f"checkpoint {path!r} holds weights only and cannot resume training; load it "
-                                        "with ckpt_path in validate/test/predict, or save with save_weights_only=False")
+        self._check_resumable(path, params, state)
         targets = ckpt_io.named_params(self.train_step)
         try:
             ckpt_io.check_match(path, params, targets)
         except ckpt_io.CheckpointError as err:
             raise MisconfigurationError(str(err)) from None
+        changed = ckpt_io.changed_hparams(state.get("hparams"), getattr(self.module, "hparams", None))
+        if changed:  # e.g. a new learning rate to fine-tune with is legitimate, but the resume is no longer exact
+            warnings.warn(f"resuming from {path} with hyper-parameters that differ from the checkpoint's: "
+                          f"{changed}; the run continues with the new values", stacklevel=3)
         ckpt_io.assign(targets, params)
         self.current_epoch = state["epoch"]
         self.global_step = state["global_step"]
@@ -796,9 +821,9 @@ class Trainer:
 
     # == SIGTERM / SIGINT =============================================================================================
     def _install_signal_handlers(self):
+        self._interrupt_signal, self.interrupted = None, None
         if sys.platform == "win32" or not _in_main_thread():
             return {}
-        self._interrupt_signal = None
         return {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     @staticmethod
@@ -830,6 +855,54 @@ class Trainer:
 
 
 # == small pure helpers ===============================================================================================
+@contextlib.contextmanager
+def compile_report():
+    """Hold back what MindSpore's C++ side writes to stderr (file descriptor 2) while a graph compiles for the first
+    time, and write it out afterwards, unless compiling failed: the exception carries the same report (the traceback
+    of the construct code), so a failure is one line; MSFORGE_TRACEBACK=1 shows it all."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr (some embedded interpreters): nothing to hold back
+        yield
+        return
+    failed = False
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            if not failed or os.environ.get("MSFORGE_TRACEBACK"):
+                held.seek(0)
+                text = held.read().decode("utf-8", errors="replace")
+                if text:
+                    sys.stderr.write(text)
+                    sys.stderr.flush()
+
+
+@functools.lru_cache(maxsize=8)
+def mid_epoch_val_points(n_batches, fraction):
+    """Batch counts after which a float ``val_check_interval`` validates inside an epoch of ``n_batches``.
+
+    The points are the multiples of ``fraction * n_batches`` rounded down, so 0.25 of 150 batches gives 37, 75 and
+    112, and the fourth is the epoch end's own validation (150), not a second one at 148. A point closer than half an
+    interval to the epoch end is left to the epoch end's validation, so one run never follows another by a batch or
+    two (0.3 of 10 batches: 3, 6 and the end, not 9 and 10)."""
+    if math.isinf(n_batches):
+        return frozenset()
+    step = fraction * n_batches
+    if step < 1:  # more than one point per batch: after every batch
+        return frozenset(b for b in range(1, n_batches) if b < n_batches - step / 2)
+    points = (math.floor(k * step + 1e-9) for k in range(1, math.ceil(1 / fraction) + 1))  # 1e-9: 0.3 * 10 * 3
+    return frozenset(p for p in points if p < n_batches - step / 2)
+
+
 def _version(package):
     try:
         from importlib.metadata import version
