@@ -1,8 +1,7 @@
 """ProgressBar: tqdm bars on a terminal, one plain line per epoch otherwise (CI logs, files, pipes).
 
 On a terminal: a training bar per epoch (batches, it/s, ETA, ``trainer.progress_bar_metrics``) and a transient bar
-per validation/test run (the Trainer does not expose their batch counts, so those show the count and rate without an
-ETA). When stdout is not a terminal no bar is drawn; at each epoch end one line is printed:
+per validation/test/predict run, its total from the Trainer's ``num_<kind>_batches``. When stdout is not a terminal no bar is drawn; at each epoch end one line is printed:
 ``Epoch 2/10: 8 batches in 0.41 s (19.5 it/s), step 24, train_loss=0.0312, val_loss=0.0291``.
 """
 import sys
@@ -66,9 +65,11 @@ class ProgressBar(Callback):
         return f"Epoch {trainer.current_epoch}{of}"
 
     # == validation and test ==========================================================================================
-    def _eval_start(self, trainer, desc):
+    def _eval_start(self, trainer, desc, counts):
         if self.tty and trainer.is_global_zero:
-            self.eval_bar = self._bar(desc=desc, leave=False, position=1 if self.train_bar is not None else 0)
+            total = sum(counts)
+            self.eval_bar = self._bar(desc=desc, total=total if total != float("inf") else None, leave=False,
+                                      position=1 if self.train_bar is not None else 0)
 
     def _eval_batch(self):
         if self.eval_bar is not None:
@@ -82,7 +83,10 @@ class ProgressBar(Callback):
             self.train_bar.set_postfix_str(format_metrics(trainer.progress_bar_metrics))
 
     def on_validation_start(self, trainer, module):
-        self._eval_start(trainer, "Sanity check" if trainer.sanity_checking else "Validation")
+        if trainer.sanity_checking:
+            self._eval_start(trainer, "Sanity check", trainer.num_sanity_val_batches)
+        else:
+            self._eval_start(trainer, "Validation", trainer.num_val_batches)
 
     def on_validation_batch_end(self, trainer, module, outputs, batch, batch_idx):
         self._eval_batch()
@@ -91,12 +95,21 @@ class ProgressBar(Callback):
         self._eval_end(trainer)
 
     def on_test_start(self, trainer, module):
-        self._eval_start(trainer, "Testing")
+        self._eval_start(trainer, "Testing", trainer.num_test_batches)
 
     def on_test_batch_end(self, trainer, module, outputs, batch, batch_idx):
         self._eval_batch()
 
     def on_test_end(self, trainer, module):
+        self._eval_end(trainer)
+
+    def on_predict_start(self, trainer, module):
+        self._eval_start(trainer, "Predicting", trainer.num_predict_batches)
+
+    def on_predict_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self._eval_batch()
+
+    def on_predict_end(self, trainer, module):
         self._eval_end(trainer)
 
     def teardown(self, trainer, module, stage):
