@@ -15,12 +15,23 @@ Types: a value is checked against the parameter's annotation when it has one, el
 list default a list), else against ``hints`` given by the caller; a parameter without any of these takes anything and
 its constructor judges. ``1e-3`` is a float here (YAML 1.2), not the string PyYAML's YAML 1.1 rules make of it,
 wherever a float is accepted.
+
+Values: no NaN anywhere; the arguments every component shares by name take only sensible values (``VALUE_RULES``:
+learning rates finite and positive, batch sizes >= 1, scheduler periods >= 1, ...); folders a run writes into must
+be creatable and writable; ``name`` is a folder name, not a path. The Trainer's own ranges are checked by the
+``trainer_check`` the caller passes (msforge's ``check_trainer_arguments``). A constructor that still fails is
+reported with the ``init_args`` key it failed on, found in its message or by building it again without each key.
+
+Size: a config file is at most ``MAX_CONFIG_BYTES``, and a config (or an override) at most ``MAX_NODES`` values
+counted with YAML aliases expanded, nested at most ``MAX_DEPTH`` deep, so an alias bomb or a recursive alias is
+refused at once; a key given twice in one mapping is an error naming the key and its lines.
 """
 import collections.abc
 import copy
 import difflib
 import importlib
 import inspect
+import math
 import os
 import re
 import types
@@ -30,8 +41,9 @@ from dataclasses import dataclass, field
 import yaml
 
 __all__ = ["ConfigError", "Experiment", "find_config", "load_yaml", "parse_override", "apply_overrides",
-           "check_structure", "import_class", "check_kwargs", "check_experiment", "instantiate", "with_defaults",
-           "dump_yaml", "dumps", "one_line", "TOP_LEVEL", "COMPONENT_KEYS"]
+           "check_structure", "check_early", "check_size", "check_values", "writable_dir_problem", "import_class", "check_kwargs",
+           "check_experiment", "instantiate", "with_defaults", "dump_yaml", "dumps", "one_line", "TOP_LEVEL",
+           "COMPONENT_KEYS", "VALUE_RULES"]
 
 TOP_LEVEL = ("trainer", "model", "data", "callbacks", "lr_scheduler", "seed", "name")
 COMPONENT_KEYS = ("class_path", "init_args")
@@ -41,6 +53,10 @@ SCHEDULER_OPTIONS = {"interval": typing.Literal["epoch", "step"], "frequency": i
 # YAML 1.2 floats without a dot ("1e-3", "5E4"), which PyYAML (YAML 1.1) leaves as strings
 _EXP_FLOAT = re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 _EMPTY = inspect.Parameter.empty
+MAX_CONFIG_BYTES = 1 << 20
+MAX_NODES = 100_000  # values in a config with aliases expanded (the shipped configs have ~60)
+MAX_DEPTH = 32
+MAX_BLAME_RETRIES = 12  # constructions tried to find the init_args key a failing constructor rejects
 
 
 class ConfigError(ValueError):
@@ -69,29 +85,118 @@ def find_config(name, search_dirs=()):
 
 
 def load_yaml(path):
-    """The config in ``path`` as a dict, read with ``yaml.safe_load``; a syntax error names file, line and column."""
+    """The config in ``path`` as a dict, read with ``yaml.safe_load``'s rules; a syntax error or a key given twice
+    names file, line and column; a file over ``MAX_CONFIG_BYTES`` or a config over ``MAX_NODES`` values is refused."""
     try:
+        if os.path.getsize(path) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file {path} is {os.path.getsize(path):,} bytes; a config is at most "
+                              f"{MAX_CONFIG_BYTES:,}")
         with open(path, encoding="utf-8") as f:
-            text = f.read()
+            text = f.read(MAX_CONFIG_BYTES + 1)
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"cannot read config file {path}: {err}") from None
-    try:
-        config = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else path
-        problem = getattr(err, "problem", None) or str(err)
-        if isinstance(err, yaml.constructor.ConstructorError):  # e.g. !!python/object: safe_load builds no objects
-            raise ConfigError(f"{where}: unsupported YAML tag ({problem}); configs are plain YAML, read with "
-                              "yaml.safe_load") from None
-        context = getattr(err, "context", None)
-        raise ConfigError(f"{where}: YAML syntax error: {problem}" + (f" ({context})" if context else "")) from None
+    config = _parse_yaml(text, path)
     if config is None:
         return {}
     if not isinstance(config, dict):
         raise ConfigError(f"{path}: the config must be a mapping with sections {', '.join(TOP_LEVEL)}; got a "
                           f"{_kind(config)}")
+    check_size(config, where=path)
     return config
+
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.safe_load``'s loader (plain mappings, lists and scalars; no Python objects)."""
+
+
+def _parse_yaml(text, where):
+    """YAML text -> Python values, as ``yaml.safe_load`` but refusing a key given twice in one mapping (PyYAML keeps
+    the last silently); every error is a one-line ConfigError starting with ``where`` (and the line)."""
+    loader = _Loader(text)
+    try:
+        _check_nesting(text, where)  # PyYAML composes recursively: 5,000 brackets would exhaust Python's stack
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_duplicate_keys(node, where)
+        return loader.construct_document(node)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f"{where}:{mark.line + 1}:{mark.column + 1}" if mark is not None else where
+        problem = getattr(err, "problem", None) or str(err)
+        if isinstance(err, yaml.constructor.ConstructorError):  # e.g. !!python/object: safe_load builds no objects
+            raise ConfigError(f"{at}: unsupported YAML tag ({problem}); configs are plain YAML, read with "
+                              "yaml.safe_load") from None
+        context = getattr(err, "context", None)
+        raise ConfigError(f"{at}: YAML syntax error: {problem}" + (f" ({context})" if context else "")) from None
+    finally:
+        loader.dispose()
+
+
+def _check_nesting(text, where):
+    """Refuse YAML nested deeper than ``MAX_DEPTH`` from its events (PyYAML's parser is iterative, unlike its
+    composer)."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_Loader):
+        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                mark = event.start_mark
+                raise ConfigError(f"{where}:{mark.line + 1}:{mark.column + 1}: nested more than {MAX_DEPTH} levels "
+                                  "deep; a config holds settings, not data")
+        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            depth -= 1
+
+
+def _check_duplicate_keys(root, where):
+    """Walk the composed YAML nodes (each once: aliases share nodes) for a mapping that repeats a key."""
+    stack, seen = [(root, "")], set()
+    while stack:
+        node, path = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            first = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # "<<: *base": its keys may be overridden
+                    stack.append((value_node, path))
+                    continue
+                key = (key_node.tag, key_node.value) if isinstance(key_node, yaml.ScalarNode) else None
+                dotted = f"{path}.{key_node.value}" if path and key else (key_node.value if key else path)
+                if key is not None and key in first:
+                    mark = key_node.start_mark
+                    raise ConfigError(f"{where}:{mark.line + 1}:{mark.column + 1}: duplicate key {dotted} (first given "
+                                      f"at line {first[key] + 1}); YAML would silently keep only the last one: remove "
+                                      "one")
+                if key is not None:
+                    first[key] = key_node.start_mark.line
+                stack.append((value_node, dotted))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((item, f"{path}.{i}" if path else str(i)) for i, item in enumerate(node.value))
+
+
+def check_size(value, where=""):
+    """Refuse a config (or override value) of more than ``MAX_NODES`` values, counted with YAML aliases expanded (as
+    everything after loading sees them), or nested more than ``MAX_DEPTH`` deep (a recursive alias). Fast: stops at
+    the limit, so an alias bomb of 10**9 values costs ``MAX_NODES`` steps."""
+    count, stack = 0, [(value, "", 0, True)]
+    while stack:
+        item, key, depth, in_mappings = stack.pop()
+        count += 1
+        what = f"{where}: {key}" if where and key else (where or key or "the config")
+        if count > MAX_NODES:
+            raise ConfigError(f"{what}: more than {MAX_NODES:,} values with YAML aliases expanded (an alias bomb?); "
+                              "a config holds settings, not data")
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"{what}: nested more than {MAX_DEPTH} levels deep (a recursive YAML alias?)")
+        if isinstance(item, dict):
+            for k, v in item.items():
+                # name the key down to the first list: inside a bomb the full path is noise
+                sub = (f"{key}.{k}" if key else str(k)) if in_mappings else key
+                stack.append((v, sub, depth + 1, in_mappings))
+        elif isinstance(item, (list, tuple)):
+            stack.extend((v, key, depth + 1, False) for v in item)
 
 
 def dump_yaml(config, path, header=""):
@@ -130,11 +235,16 @@ def parse_override(text):
     parts = key.split(".")
     if any(not p for p in parts):
         raise ConfigError(f"override {text!r}: {key!r} is not a dotted key like trainer.max_epochs")
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"override {key}: the value is {len(raw):,} characters; at most {MAX_CONFIG_BYTES:,}")
     try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError as err:
-        problem = getattr(err, "problem", None) or str(err)
-        raise ConfigError(f"override {text!r}: the value is not valid YAML ({problem})") from None
+        value = _parse_yaml(raw, f"override {key}")
+    except ConfigError as err:
+        if "YAML syntax error" not in str(err):
+            raise
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({str(err).split('YAML syntax error: ')[1]})"
+                          ) from None
+    check_size(value, where=f"override {key}")
     return parts, value
 
 
@@ -222,10 +332,41 @@ def check_structure(config, required=("model",)):
     seed = config.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise ConfigError(f"seed={seed!r}: expected an int, got {_kind(seed)}")
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"seed={seed!r}: must be in [0, 2**32 - 1] (NumPy's and MindSpore's seed range)")
     name = config.get("name")
     if name is not None and not isinstance(name, str):
         raise ConfigError(f"name={name!r}: expected a str, got {_kind(name)}")
+    if name is not None:
+        _check_folder_name("name", name)
+    for key, value in _leaves(config):
+        if isinstance(value, float) and math.isnan(value):
+            raise ConfigError(f"{key}={value!r}: not a number; give a number (or null where the argument allows it)")
     return config
+
+
+MAX_SEED = 2**32 - 1
+
+
+def _check_folder_name(key, name):
+    """``name`` becomes one folder under the root: a path (``../x``, ``a/b``) would put the run elsewhere."""
+    if not name.strip() or os.sep in name or (os.altsep and os.altsep in name) or name in (".", "..") \
+            or "\0" in name:
+        raise ConfigError(f"{key}={name!r}: must be a plain folder name (no '/', not '.' or '..'); the run folder is "
+                          "<trainer.default_root_dir>/<name>/version_<N>, so set default_root_dir to put runs "
+                          "elsewhere")
+
+
+def _leaves(value, key=""):
+    """(dotted key, value) of every scalar in a (size-checked) config."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _leaves(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            yield from _leaves(v, f"{key}.{i}" if key else str(i))
+    else:
+        yield key, value
 
 
 def _check_component_shape(spec, where, options=()):
@@ -263,6 +404,70 @@ def _unknown_key(key, valid, where):
     hint = f" (did you mean {(where + '.') if where else ''}{close[0]}?)" if close else ""
     listed = ", ".join(sorted(map(str, valid))) or "(none)"
     return f"unknown key {full}{hint}; valid keys{' of ' + where if where else ''}: {listed}"
+
+
+# == values ===========================================================================================================
+def _number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+_POSITIVE = (lambda v: _number(v) and math.isfinite(v) and v > 0, "a finite number > 0")
+_NON_NEGATIVE = (lambda v: _number(v) and math.isfinite(v) and v >= 0, "a finite number >= 0")
+_AT_LEAST_1 = (lambda v: _int(v) and v >= 1, "an int >= 1")
+_AT_LEAST_0 = (lambda v: _int(v) and v >= 0, "an int >= 0")
+
+# Arguments that mean the same in every component that takes them (models, data modules, callbacks, schedulers), with
+# the values that can run. A learning rate of 0 trains nothing and inf/NaN fail inside MindSpore once the run folder
+# exists; a batch size or scheduler period of 0 divides by zero. None passes: the type check decides where it may.
+VALUE_RULES = {
+    "lr": _POSITIVE, "learning_rate": _POSITIVE, "max_lr": _POSITIVE, "base_lr": _POSITIVE,
+    "weight_decay": _NON_NEGATIVE, "eta_min": _NON_NEGATIVE, "min_lr": _NON_NEGATIVE, "gamma": _POSITIVE,
+    "batch_size": _AT_LEAST_1, "eval_batch_size": _AT_LEAST_1, "num_workers": _AT_LEAST_0,
+    "step_size": _AT_LEAST_1, "T_max": _AT_LEAST_1, "total_steps": _AT_LEAST_1, "patience": _AT_LEAST_0,
+}
+# init_args naming folders a component writes into (ModelCheckpoint's dirpath, the loggers' log_dir)
+OUTPUT_DIR_ARGS = ("dirpath", "log_dir", "save_dir")
+
+
+def check_values(init_args, where, numbers_only=False):
+    """Apply ``VALUE_RULES`` and the output-folder check to one component's (type-checked) ``init_args``;
+    ``numbers_only``: before the type check, judge only numbers (a wrong type gets the type check's message)."""
+    for key, value in init_args.items():
+        rule = VALUE_RULES.get(key)
+        if numbers_only and not _number(value):
+            rule = None
+        if rule is not None and value is not None and not rule[0](value):
+            raise ConfigError(f"{where}.{key}={value!r}: must be {rule[1]}")
+        if key in OUTPUT_DIR_ARGS and isinstance(value, str):
+            problem = writable_dir_problem(value)
+            if problem:
+                raise ConfigError(f"{where}.{key}={value!r}: {problem}")
+
+
+def writable_dir_problem(path):
+    """Why the folder ``path`` could not be created (or written into), or None. Creates nothing: the nearest existing
+    ancestor must be a folder this process may write into, on a file system mounted read-write."""
+    path = os.path.abspath(path)
+    existing = path
+    while not os.path.exists(existing):
+        parent = os.path.dirname(existing)
+        if parent == existing:
+            break
+        existing = parent
+    if not os.path.isdir(existing):
+        return f"{existing} is a file, not a folder, so no folder can be made there"
+    writable = os.access(existing, os.W_OK | os.X_OK)
+    try:  # root may write anywhere except on a read-only mount
+        writable = writable and not os.statvfs(existing).f_flag & os.ST_RDONLY
+    except (OSError, AttributeError):
+        pass
+    if not writable:
+        return f"{existing} is not writable, so the run folder cannot be made there"
+    return None
 
 
 # == classes and arguments ============================================================================================
@@ -491,22 +696,29 @@ def _component(spec, where, base, default_package, exclude=()):
         raise ConfigError(f"{where}.class_path={spec['class_path']!r} is not a {base.__module__}.{base.__name__} "
                           "subclass")
     init_args = check_kwargs(cls, spec["init_args"], f"{where}.init_args", exclude=exclude)
+    check_values(init_args, f"{where}.init_args")
     return Component(where, spec["class_path"], cls, init_args)
 
 
-def check_experiment(config, trainer_cls, trainer_hints=None, bases=None, default_packages=None, required=("model",)):
+def check_experiment(config, trainer_cls, trainer_hints=None, bases=None, default_packages=None, required=("model",),
+                     trainer_check=None, default_name=None):
     """Check a whole (merged) config: structure, Trainer arguments, and every class_path with its init_args.
 
     ``bases``: {"model": cls, "data": cls, "callbacks": cls} the classes they must subclass (optional).
     ``default_packages``: {"model": "models", ...} where a bare class name is looked up.
     ``lr_scheduler`` (optional): a scheduler class whose first argument is the optimizer, its ``init_args`` and the
     Trainer's scheduler options (``interval``, ``frequency``, ``monitor``, ``name``, ``strict``).
-    Imports the classes (a config file is code) but builds nothing.
+    ``trainer_check(kwargs)``: the Trainer's value checks; it raises a ValueError whose ``key`` names the argument.
+    ``default_name``: the run's name when neither ``name`` nor ``trainer.name`` is set; the run folder
+    ``<trainer.default_root_dir>/<name>`` must be creatable and writable.
+    Imports the classes (a config file is code) but builds nothing and writes nothing.
     """
     bases, packages = bases or {}, default_packages or {}
     config = check_structure(config, required)
     trainer_kwargs = check_kwargs(trainer_cls, config["trainer"], "trainer", hints=trainer_hints,
                                   exclude=("callbacks",))
+    _check_trainer_values(trainer_kwargs, trainer_check)
+    _check_run_folder(trainer_kwargs, config.get("name") or default_name)
     model = _component(config["model"], "model", bases.get("model"), packages.get("model"))
     data = None
     if config.get("data") is not None:
@@ -523,15 +735,74 @@ def check_experiment(config, trainer_cls, trainer_hints=None, bases=None, defaul
                       scheduler, options)
 
 
+def check_early(config, required=("model",), trainer_check=None, default_name=None):
+    """The checks that need no class imported (so no MindSpore: a fraction of a second): the structure, NaN, names and
+    seed (:func:`check_structure`), the Trainer's values (``trainer_check``), the run folder, and ``VALUE_RULES`` on
+    every ``init_args`` given. :func:`check_experiment` repeats them on the type-checked values. Returns the config
+    normalised as :func:`check_structure` does."""
+    config = check_structure(config, required)
+    trainer = {k: _untyped(v) for k, v in config["trainer"].items()}
+    _check_trainer_values(trainer, trainer_check)
+    _check_run_folder(trainer, config.get("name") or default_name)
+    for where in ("model", "data", "lr_scheduler"):
+        if config.get(where) is not None:
+            check_values(_untyped(config[where]["init_args"]), f"{where}.init_args", numbers_only=True)
+    for i, spec in enumerate(config["callbacks"]):
+        check_values(_untyped(spec["init_args"]), f"callbacks.{i}.init_args", numbers_only=True)
+    return config
+
+
+def _check_trainer_values(trainer_kwargs, trainer_check):
+    if trainer_check is None:
+        return
+    try:
+        trainer_check(trainer_kwargs)
+    except ValueError as err:
+        key = getattr(err, "key", None)
+        raise ConfigError(f"trainer.{err}" if key and str(err).startswith(key) else f"trainer: {err}") from None
+
+
+def _check_run_folder(trainer_kwargs, config_name):
+    """``<default_root_dir>/<name>`` (the run folders' parent) can be created and written, or already is a folder."""
+    root = trainer_kwargs.get("default_root_dir") or os.getcwd()
+    run_name = trainer_kwargs.get("name") or config_name
+    if not isinstance(root, (str, os.PathLike)):
+        return  # the type check names it
+    problem = writable_dir_problem(os.path.join(root, run_name) if isinstance(run_name, str) else root)
+    if problem:
+        given = trainer_kwargs.get("default_root_dir")
+        raise ConfigError(f"trainer.default_root_dir={given!r}" + ("" if given else " (the current folder)") +
+                          f": {problem}")
+
+
 def instantiate(component, **extra):
-    """Build ``component.cls(**component.init_args)``; a failing constructor becomes a one-line ConfigError."""
+    """Build ``component.cls(**component.init_args)``; a failing constructor becomes a one-line ConfigError that names
+    the ``init_args`` key it failed on when that can be found (see :func:`culprit`)."""
     try:
         return component.cls(**component.init_args, **extra)
     except Exception as err:
         if os.environ.get("MSFORGE_TRACEBACK"):
             raise
-        raise ConfigError(f"{component.where}: {component.cls.__name__}(...) failed: {type(err).__name__}: {err} "
+        key = culprit(component, err, extra)
+        where = f"{component.where}.init_args.{key}={component.init_args[key]!r}" if key else component.where
+        raise ConfigError(f"{where}: {component.cls.__name__}(...) failed: {type(err).__name__}: {err} "
                           "(MSFORGE_TRACEBACK=1 shows the traceback)") from None
+
+
+def culprit(component, err, extra=None):
+    """The ``init_args`` key a constructor failed on, or None: the first given key without which the constructor
+    succeeds (each tried once, at most ``MAX_BLAME_RETRIES``), else the first given key the message names."""
+    given, extra = component.init_args, extra or {}
+    named, _ = _parameters(component.cls)
+    optional = [k for k in given if k not in named or named[k].default is not _EMPTY]
+    for key in optional[:MAX_BLAME_RETRIES]:
+        try:
+            component.cls(**{k: v for k, v in given.items() if k != key}, **extra)
+        except Exception:
+            continue
+        return key
+    text = str(err)
+    return next((k for k in given if re.search(rf"(?<![\w]){re.escape(str(k))}(?![\w])", text)), None)
 
 
 def with_defaults(target, kwargs, exclude=()):

@@ -70,7 +70,8 @@ class NotABase:
 
 
 class FakeTrainer:
-    def __init__(self, max_epochs=None, max_steps=-1, precision="32", callbacks=None, limit_val_batches=None):
+    def __init__(self, max_epochs=None, max_steps=-1, precision="32", callbacks=None, limit_val_batches=None,
+                 default_root_dir=None):
         pass
 
 
@@ -325,7 +326,8 @@ def test_instantiate_turns_a_failing_constructor_into_one_line(monkeypatch):
     exp = C.check_experiment(_config(model={"class_path": f"{__name__}.Broken", "init_args": {"size": 0}}),
                              FakeTrainer)
     message = error_of(C.instantiate, exp.model)
-    assert message.startswith("model: Broken(...) failed: ValueError: size=0: too small second line")
+    # the key is found by building without it: Broken() with its default fails too, so the message names it
+    assert message.startswith("model.init_args.size=0: Broken(...) failed: ValueError: size=0: too small second line")
     monkeypatch.setenv("MSFORGE_TRACEBACK", "1")
     with pytest.raises(ValueError):
         C.instantiate(exp.model)
@@ -354,3 +356,115 @@ def test_every_message_fits_one_line_even_from_multiline_sources(tmp_path):
         """))
     assert "\n" not in error_of(C.load_yaml, str(tmp_path / "m.yaml"))
     assert str(ConfigError("a\nb\n\tc")) == "a b c"
+
+
+# -- bad values refused before anything is built (issue 18) -----------------------------------------------------------
+BOMB = "".join(f"{a}: &{a} [{', '.join([f'*{b}' if b else '1'] * 9)}]\n"
+               for a, b in zip("abcdefghi", [None, *"abcdefgh"]))  # 9**9 values once expanded
+
+
+def test_a_key_given_twice_is_an_error_naming_the_dotted_key_and_both_lines(tmp_path):
+    path = tmp_path / "dup.yaml"
+    path.write_text("trainer:\n  max_epochs: 3\nmodel:\n  init_args: {lr: 0.1, lr: 0.2}\n")
+    message = error_of(C.load_yaml, str(path))
+    assert message.startswith(f"{path}:4:") and "duplicate key model.init_args.lr (first given at line 4)" in message
+    path.write_text("trainer:\n  max_epochs: 3\n  max_epochs: 4\n")
+    assert "duplicate key trainer.max_epochs (first given at line 2)" in error_of(C.load_yaml, str(path))
+    path.write_text("base: &b {lr: 1}\nmodel:\n  <<: *b\n  lr: 2\n")  # a merge key may be overridden
+    assert C.load_yaml(str(path))["model"] == {"lr": 2}
+    assert "duplicate key a" in error_of(C.parse_override, "x={a: 1, a: 2}")
+
+
+@pytest.mark.parametrize("where", ["top", "argument", "override"])
+def test_an_alias_bomb_is_refused_within_a_second_naming_where(tmp_path, where):
+    import time
+
+    start = time.monotonic()
+    if where == "override":
+        flow = "{" + BOMB.strip().replace("\n", ", ") + "}"  # the same anchors as one flow mapping
+        message = error_of(C.parse_override, f"model.init_args.x={flow}")
+        assert "override model.init_args.x" in message
+    else:
+        path = tmp_path / "bomb.yaml"
+        text = BOMB + "model:\n  class_path: a.B\n  init_args: {hidden: *i}\n" if where == "argument" else BOMB
+        path.write_text(text)
+        message = error_of(C.load_yaml, str(path))
+        if where == "argument":
+            assert f"{path}: model.init_args.hidden: more than 100,000 values" in message
+    assert "alias bomb" in message
+    assert time.monotonic() - start < 1.0
+
+
+def test_recursive_aliases_deep_nesting_and_huge_files_are_refused(tmp_path):
+    path = tmp_path / "loop.yaml"
+    path.write_text("model:\n  init_args:\n    x: &r [*r]\n")
+    assert "model.init_args.x: nested more than 32 levels deep" in error_of(C.load_yaml, str(path))
+    path.write_text("x: " + "[" * 5000 + "]" * 5000 + "\n")
+    assert f"{path}:1:" in error_of(C.load_yaml, str(path)) and "nested more than 32" in error_of(C.load_yaml, str(path))
+    path.write_text("x: " + "[1]" + " " * (C.MAX_CONFIG_BYTES + 1) + "\n")
+    assert "a config is at most" in error_of(C.load_yaml, str(path))
+
+
+def test_nan_anywhere_names_and_seed_range_are_checked_with_the_structure():
+    assert error_of(C.check_structure, {"model": {"class_path": "a.B", "init_args": {"w": [1.0, float("nan")]}}}) \
+        .startswith("model.init_args.w.1=nan: not a number")
+    for name in ("../x", "a/b", ".", "..", " "):
+        assert f"name={name!r}: must be a plain folder name" in error_of(C.check_structure, {"model": "a.B",
+                                                                                            "name": name})
+    assert "seed=-1: must be in [0, 2**32 - 1]" in error_of(C.check_structure, {"model": "a.B", "seed": -1})
+    assert C.check_structure({"model": "a.B", "name": "run-2", "seed": 2**32 - 1})["name"] == "run-2"
+
+
+def test_value_rules_apply_to_every_component_by_argument_name():
+    cases = [("lr", 0, "must be a finite number > 0"), ("lr", float("inf"), "must be a finite number > 0"),
+             ("lr", -1e-3, "must be a finite number > 0"), ("weight_decay", -0.1, "must be a finite number >= 0"),
+             ("batch_size", 0, "must be an int >= 1"), ("step_size", 0, "must be an int >= 1")]
+    for key, value, expected in cases:
+        assert error_of(C.check_values, {key: value}, "m.init_args") == f"m.init_args.{key}={value!r}: {expected}"
+    C.check_values({"lr": 1e-3, "batch_size": 1, "weight_decay": 0.0, "eval_batch_size": None}, "m")
+    C.check_values({"lr": "fast"}, "m", numbers_only=True)  # before the type check: that check's message wins
+
+
+def test_output_folders_must_be_creatable_and_writable(tmp_path):
+    (tmp_path / "file").write_text("x")
+    assert C.writable_dir_problem(str(tmp_path / "new" / "deeper")) is None
+    assert C.writable_dir_problem(str(tmp_path)) is None
+    assert "is a file, not a folder" in C.writable_dir_problem(str(tmp_path / "file" / "runs"))
+    message = error_of(C.check_values, {"dirpath": str(tmp_path / "file" / "ckpts")}, "callbacks.0.init_args")
+    assert message.startswith("callbacks.0.init_args.dirpath=") and "is a file, not a folder" in message
+    if os.geteuid() != 0:  # root may write anywhere
+        (tmp_path / "ro").mkdir(mode=0o555)
+        assert "is not writable" in C.writable_dir_problem(str(tmp_path / "ro" / "runs"))
+    assert not (tmp_path / "new").exists()  # checking creates nothing
+
+
+def test_check_early_uses_the_trainer_check_and_the_run_folder(tmp_path):
+    def trainer_check(kwargs):
+        if kwargs.get("max_epochs") == 0:
+            err = ValueError("max_epochs=0: trains nothing")
+            err.key = "max_epochs"
+            raise err
+
+    config = _config(trainer={"max_epochs": 0})
+    assert error_of(C.check_early, config, trainer_check=trainer_check) == "trainer.max_epochs=0: trains nothing"
+    (tmp_path / "f").write_text("x")
+    config = _config(trainer={"default_root_dir": str(tmp_path / "f")})
+    assert "trainer.default_root_dir=" in error_of(C.check_early, config)
+    assert error_of(C.check_experiment, config, FakeTrainer, HINTS) == error_of(C.check_early, config)
+    assert "model.init_args.lr=0" in error_of(C.check_early, _config(model={"class_path": "x.Y",
+                                                                         "init_args": {"lr": 0}}))
+
+
+class PicksyNet(Base):
+    """Fails with a message that names no argument, for one bad value of ``hidden``."""
+
+    def __init__(self, hidden=None, depth=2, lr=0.1):
+        [int(h) for h in hidden or ()]
+
+
+def test_a_failing_constructor_names_the_key_it_failed_on():
+    spec = {"class_path": f"{__name__}.PicksyNet", "init_args": {"depth": 3, "hidden": "abc", "lr": 0.5}}
+    exp = C.check_experiment(_config(model=spec), FakeTrainer)
+    message = error_of(C.instantiate, exp.model)
+    assert message.startswith("model.init_args.hidden='abc': PicksyNet(...) failed: ValueError: invalid literal")
+    assert C.culprit(exp.model, ValueError("x")) == "hidden"
