@@ -255,3 +255,26 @@ def test_trainer_fit_lowers_the_loss(tmp_path):
     # the last step ran with the mask of (seed, step 15); its forecast steps read the truth with p = 1 - 15/30
     np.testing.assert_array_equal(model.sampling_mask.asnumpy(), sampling_mask(3, 15, 4, [0.5, 0.5]))
     assert "train_context" in trainer.callback_metrics
+
+
+def test_resume_draws_the_same_masks_and_ends_bit_identical(tmp_path):
+    """PredRNN-v2 with both masks random: 4 steps straight, and a fresh model and Trainer resumed from the step-2
+    checkpoint (mid-epoch) for 2 more, end with the same weights (the masks depend only on seed and global step)."""
+    from callbacks import ModelCheckpoint
+
+    def fit(root, ckpt_path=None):
+        ms.set_seed(0)
+        model = PredRNNv2(lr=1e-2, r_sampling_start_iter=0, r_sampling_stop_iter=8, r_exp_alpha=2.0,
+                          sampling_seed=3, **SMALL)
+        saver = ModelCheckpoint(dirpath=str(root), filename="{step}", every_n_train_steps=1, save_top_k=-1)
+        trainer = Trainer(max_steps=4, enable_progress_bar=False, default_root_dir=str(root), logger=False,
+                          num_sanity_val_steps=0, callbacks=[saver])
+        trainer.fit(model, train_dataloaders=DataLoader(Squares(12), 4, shuffle=True, seed=1), ckpt_path=ckpt_path)
+        assert trainer.global_step == 4
+        return {p.name: p.asnumpy().copy() for p in model.get_parameters()}
+
+    straight = fit(tmp_path / "straight")
+    resumed = fit(tmp_path / "resumed", ckpt_path=str(tmp_path / "straight" / "step=2.ckpt"))
+    assert sorted(straight) == sorted(resumed)
+    differing = [name for name in straight if not np.array_equal(straight[name], resumed[name])]
+    assert not differing, differing
