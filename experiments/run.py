@@ -19,12 +19,21 @@ A config file is code: its class_paths are imported and their constructors run. 
 Overrides: ``trainer.max_epochs=3``, ``model.init_args.hidden=[32,32]``,
 ``callbacks.EarlyStopping.init_args.patience=5`` (a list entry by index or class name); values are YAML.
 
-Everything is checked before anything runs or is written: unknown keys (with the nearest valid one), wrong types
-(against annotations, else the defaults' types), YAML syntax (file and line), a missing config or checkpoint, a
-checkpoint of another model, a class_path that does not import, a constructor or data module that rejects its
-arguments (the data module's ``prepare_data`` and ``setup`` run here first, so a missing data folder or test file is
-found now). Each prints one line ``error: ...`` on stderr and exits with code 2 (MSFORGE_TRACEBACK=1 shows the
-traceback of a failing constructor).
+Everything is checked before anything runs or is written, and a refused run leaves no run folder. First, in a
+fraction of a second and before MindSpore is imported: YAML syntax and keys given twice (file and line), size (an
+alias bomb is refused at once), NaN anywhere, ``name`` being a folder name, the Trainer's values
+(``msforge.arguments.check_trainer_arguments``: epochs, steps, intervals, limits, ...), the run folder's parent being
+creatable and writable, and the values every component shares by name (learning rates finite and > 0, batch sizes
+and scheduler periods >= 1; ``VALUE_RULES`` in experiments/config.py). Then: unknown keys (with the nearest valid
+one), wrong types (against annotations, else the defaults' types), a missing config or checkpoint, a checkpoint of
+another model or one that cannot resume a fit, a class_path that does not import, a constructor or data module that
+rejects its arguments (named by its ``init_args`` key), and the data: ``prepare_data`` and ``setup`` run here first and
+each stage's loader must give batches (a missing or empty test file is found now). Each prints one line
+``error: ...`` on stderr and exits with code 2. What still fails once the stages run but before the first training
+step (MindSpore rejecting a shape when it compiles) is reported the same way and its run folder removed; MindSpore's
+compile report goes to a temporary folder (MS_OM_PATH) rather than the current one, and its log shows errors only
+(GLOG_v=3; set either yourself to choose). MSFORGE_TRACEBACK=1 shows tracebacks. Resuming with hyper-parameters
+that differ from the checkpoint's prints one ``warning:`` line naming them.
 
 Stages (``--stage``, comma-separated, in order; default ``fit,test``):
   fit       train (``--ckpt`` resumes exactly where that checkpoint was taken)
@@ -36,21 +45,25 @@ Stages (``--stage``, comma-separated, in order; default ``fit,test``):
   export    MindIR export (``model.mindir``) of the model on one example input, reloaded with ``mindspore.load`` and
             checked to give the same output (within 1e-5)
 After ``fit`` the later stages use the best checkpoint (or ``last`` when nothing is monitored); without ``fit`` they
-use ``--ckpt`` (or the weights the model was built with, for a quick look).
+use ``--ckpt`` (or the weights the model was built with, for a quick look). ``test_metrics.json`` names its
+checkpoint relative to the run folder.
 
 Outputs go to the run folder ``trainer.log_dir``: the resolved config (``config.yaml``: every argument, defaults
 included, reusable as a config), checkpoints, logs and the files above.
 
 ``--devices N`` (N > 1) re-launches this command under ``msrun`` with N local workers and
-``trainer.strategy=data_parallel``. SIGTERM / SIGINT during fit save a checkpoint (the Trainer says how to resume) and
-exit with code 128 + the signal number. ``--dry-run`` checks and builds everything, prints the resolved config (and
+``trainer.strategy=data_parallel``. SIGTERM / SIGINT anywhere in fit (the last validation included) save a checkpoint
+(the Trainer says how to resume) and exit with code 128 + the signal number; later stages do not run. (Once a graph has
+run, MindSpore's own handler turns a Ctrl-C into a SIGTERM, so it exits with 143 rather than 130.) ``--dry-run`` checks and builds everything, prints the resolved config (and
 the msrun command) and exits without training or writing a run folder (the data module's ``prepare_data`` still runs,
 so a dataset with ``download: true`` is fetched).
 """
 import argparse
+import glob
 import importlib.util
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -58,6 +71,7 @@ import socket
 import sys
 import tempfile
 import time
+import warnings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STAGES = ("fit", "validate", "test", "predict", "export")
@@ -83,6 +97,22 @@ C = _load_config_module()
 ConfigError = C.ConfigError
 
 
+def _early_arguments():
+    """msforge/arguments.py (the Trainer's value checks, pure Python) without importing msforge, which imports
+    MindSpore: found with importlib's finder, which executes nothing, and loaded under a name of its own."""
+    name = "msforge_arguments_early"
+    if name not in sys.modules:
+        package = importlib.util.find_spec("msforge")
+        if package is None or not package.submodule_search_locations:
+            raise ConfigError("msforge is not installed (pip install -e . in the repository)")
+        path = os.path.join(list(package.submodule_search_locations)[0], "arguments.py")
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
 # == command line =====================================================================================================
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
@@ -103,7 +133,13 @@ def build_parser():
     return parser
 
 
+USAGE = ("usage: experiments/run.py CONFIG.yaml [key=value ...] [--stage fit,test|validate|predict|export] "
+         "[--ckpt PATH|last|best] [--devices N] [--dry-run]")
+
+
 def parse_args(argv):
+    if not [a for a in argv if not a.startswith("-")] and not {"-h", "--help"} & set(argv):
+        raise ConfigError(f"no CONFIG given: name a YAML config, e.g. convlstm_mnist.yaml; {USAGE}")
     args = build_parser().parse_intermixed_args(argv)
     args.argv = list(argv)
     stages = [s.strip() for s in args.stage.split(",") if s.strip()]
@@ -166,22 +202,29 @@ def _stage_for_setup(stage):
 
 
 def prepare(config_path, config, args):
-    """Check the merged ``config`` and build trainer, model, data and callbacks; raises ConfigError."""
+    """Check the merged ``config`` and build trainer, model, data and callbacks; raises ConfigError. Every value is
+    checked (experiments/config.py, with the Trainer's own ``check_trainer_arguments``) before anything is built, and
+    nothing here writes a file."""
     import msforge  # first: caps oneDNN's ISA before MindSpore loads
     from msforge import Callback, DataModule, Module, Trainer, seed_everything
+    from msforge.arguments import check_trainer_arguments
 
+    default_name = os.path.splitext(os.path.basename(config_path))[0]
     exp = C.check_experiment(config, Trainer, {},
                              bases={"model": Module, "data": DataModule, "callbacks": Callback},
-                             default_packages=DEFAULT_PACKAGES, required=("model", "data"))
+                             default_packages=DEFAULT_PACKAGES, required=("model", "data"),
+                             trainer_check=check_trainer_arguments, default_name=default_name)
     trainer_kwargs = dict(exp.trainer_kwargs)
-    trainer_kwargs.setdefault("name", exp.name or os.path.splitext(os.path.basename(config_path))[0])
+    trainer_kwargs.setdefault("name", exp.name or default_name)
+    datamodule = C.instantiate(exp.data)
+    if _rank() == 0:
+        _preflight_data(datamodule, exp, args.stages)
     if exp.seed is not None:
         trainer_kwargs.setdefault("seed", exp.seed)
         seed_everything(exp.seed)  # before the model is built: its initial weights
     model = C.instantiate(exp.model)
     if exp.lr_scheduler is not None:
         attach_lr_scheduler(model, exp.lr_scheduler, exp.lr_scheduler_options)
-    datamodule = C.instantiate(exp.data)
     callbacks = [C.instantiate(c) for c in exp.callbacks]
 
     resolved = {}
@@ -209,11 +252,25 @@ def prepare(config_path, config, args):
     writer = _config_writer(Callback, resolved, header)
     trainer = C.instantiate(C.Component("trainer", "msforge.Trainer", Trainer,
                                         {**trainer_kwargs, "callbacks": callbacks + [writer]}))
-    ckpt = _check_checkpoint(trainer, model, args.ckpt) if args.ckpt is not None else None
-    if _rank() == 0:
-        _preflight_data(datamodule, args.stages)
+    ckpt = _check_checkpoint(trainer, model, args.ckpt, "fit" in args.stages) if args.ckpt is not None else None
     return Run(exp=exp, trainer=trainer, model=model, datamodule=datamodule, ckpt=ckpt, resolved=resolved,
-               header=header, writer=writer)
+               header=header, writer=writer, new_folders=_missing_folders(trainer), stage=None)
+
+
+def _missing_folders(trainer):
+    """The folders of the run folder's path that do not exist yet (deepest first): what a refused run removes again
+    if it got as far as creating them. An explicit ``trainer.version`` folder that exists already is not ours."""
+    path = os.path.join(trainer.default_root_dir, trainer.name)
+    if trainer.version is not None:
+        path = os.path.join(path, str(trainer.version))
+    missing = []
+    while not os.path.exists(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return missing
 
 
 def attach_lr_scheduler(model, component, options):
@@ -249,58 +306,118 @@ def _mindspore_version():
 
 def _config_writer(callback_base, resolved, header):
     class ConfigWriter(callback_base):
-        """Writes the resolved config into the run folder once the Trainer knows its rank (rank 0 only)."""
+        """Writes the resolved config into the run folder (rank 0 only) when a stage starts: after the Trainer has
+        read its checkpoint and built the optimizer, so a run refused up to there leaves no folder."""
 
         path = None
 
-        def setup(self, trainer, module, stage):
-            if self.path is None and trainer.is_global_zero:
+        def _write(self, trainer):
+            if self.path is None and trainer.is_global_zero and not trainer.sanity_checking:
                 self.path = C.dump_yaml(resolved, os.path.join(trainer.log_dir, "config.yaml"), header)
+
+        def on_fit_start(self, trainer, module):
+            self._write(trainer)
+
+        def on_validation_start(self, trainer, module):
+            self._write(trainer)
+
+        def on_test_start(self, trainer, module):
+            self._write(trainer)
+
+        def on_predict_start(self, trainer, module):
+            self._write(trainer)
 
     return ConfigWriter()
 
 
-def _check_checkpoint(trainer, model, ckpt):
-    """Resolve --ckpt (a path, last or best), read it and check it fits the model: before anything is written."""
+def _check_checkpoint(trainer, model, ckpt, resumes):
+    """Resolve --ckpt (a path, last or best), read it and check it fits the model (and, to resume a fit, that it holds
+    the training state): before anything is written."""
     from msforge import checkpoint as ckpt_io
     from msforge.trainer import MisconfigurationError
 
     try:
-        path, params, _ = trainer.read_checkpoint(ckpt)
+        path, params, state = trainer.read_checkpoint(ckpt)
         ckpt_io.check_match(path, params, ckpt_io.named_params(model))
+        if resumes:
+            trainer._check_resumable(path, params, state)
     except (MisconfigurationError, ckpt_io.CheckpointError) as err:
         raise ConfigError(f"--ckpt {ckpt}: {err}") from None
     return path
 
 
-def _preflight_data(datamodule, stages):
-    """Run the data module's prepare_data and setup for every stage now, so a missing data folder or test file is a
-    one-line error before training (the Trainer calls them again; setup must be idempotent, as Lightning's is)."""
+# the loader each stage runs on, the Trainer's limit for it, and the data init_args a user sets it with
+STAGE_DATA = {"fit": ("train", "train_dataloader", ("train", "samples")), "validate": ("val", "val_dataloader", ("val",)),
+              "test": ("test", "test_dataloader", ("test",)), "predict": ("predict", "predict_dataloader",
+                                                                      ("predict", "test"))}
+
+
+def _preflight_data(datamodule, exp, stages):
+    """Run the data module's prepare_data and setup for every stage now, and ask each stage's loader for its batches,
+    so a missing data folder or test file, or a test file of 0 videos, is a one-line error before anything is built or
+    written (the Trainer calls them again; setup must be idempotent, as Lightning's is)."""
+    from msforge.arguments import MisconfigurationError, limit_batches
+    from msforge.data import loader_length
+
     where = f"data ({type(datamodule).__name__})"
     try:
         datamodule.prepare_data()
         for stage in dict.fromkeys(_stage_for_setup(s) for s in stages):
             datamodule.setup(stage)
+        for stage in dict.fromkeys(s for s in stages if s in STAGE_DATA):
+            kind, method, words = STAGE_DATA[stage]
+            loader = getattr(datamodule, method)()
+            if loader is None:
+                if kind == "val":
+                    continue  # no validation data: validate reports nothing, fit trains without validating
+                raise ConfigError(f"{where}: {method}() returned None, so --stage {stage} has nothing to run on")
+            total = loader_length(loader)
+            limit_key = f"limit_{kind}_batches"
+            limit = exp.trainer_kwargs.get(limit_key)
+            if limit_batches(limit_key, limit, total) == 0:
+                raise ConfigError(_empty_loader_message(exp, kind, words, loader, total, limit_key, limit))
+    except ConfigError:
+        raise
+    except MisconfigurationError as err:
+        raise ConfigError(f"trainer.{err}" if err.key else f"{where}: {err}") from None
     except Exception as err:
         if os.environ.get("MSFORGE_TRACEBACK"):
             raise
-        raise ConfigError(f"{where}: {type(err).__name__}: {err}") from None
+        key = next((k for k in exp.data.init_args if re.search(rf"(?<!\w){re.escape(k)}(?!\w)", str(err))), None)
+        at = f"data.init_args.{key}={exp.data.init_args[key]!r}: " if key else ""
+        raise ConfigError(f"{at}{where}: {type(err).__name__}: {err}") from None
+
+
+def _empty_loader_message(exp, kind, words, loader, total, limit_key, limit):
+    """Which key makes a stage's loader empty: the Trainer's limit, else the data argument for that split."""
+    samples = len(loader.dataset) if hasattr(loader, "dataset") and hasattr(loader.dataset, "__len__") else None
+    what = f"the {kind} loader gives no batches" + (f" ({samples} samples)" if samples is not None else "")
+    if limit is not None and total:
+        return f"trainer.{limit_key}={limit!r}: leaves 0 of the {total} {kind} batches"
+    given = exp.data.init_args
+    keys = sorted((k for k in given if any(w in k for w in words)), key=lambda k: not isinstance(given[k], str))
+    if keys:
+        return f"data.init_args.{keys[0]}={given[keys[0]]!r}: {what}"
+    return f"data ({exp.data.cls.__name__}): {what}"
 
 
 # == stages ===========================================================================================================
 def run_stages(run, stages):
     """Run the stages in order; returns the exit code."""
     trainer, model, datamodule = run.trainer, run.model, run.datamodule
-    eval_ckpt = run.ckpt
+    eval_ckpt, fitted = run.ckpt, False
     if stages[0] != "fit" and eval_ckpt is None:
         print("note: no --ckpt and no fit stage first: using the weights the model was built with", file=sys.stderr)
     for stage in stages:
+        run.stage = stage
+        if fitted:  # the first stage after fit says which checkpoint the evaluation stages use
+            eval_ckpt, fitted = checkpoint_after_fit(trainer), False
         if stage == "fit":
             trainer.fit(model, datamodule=datamodule, ckpt_path=run.ckpt)  # SIGTERM/SIGINT: exits 128+signal
             if trainer.diverged:
                 print(f"error: training stopped: {trainer.stop_reason}", file=sys.stderr, flush=True)
                 return 1
-            eval_ckpt = checkpoint_after_fit(trainer)
+            fitted = True
         elif stage == "validate":
             trainer.validate(model, datamodule=datamodule, ckpt_path=eval_ckpt)
         elif stage == "test":
@@ -323,6 +440,60 @@ def run_stages(run, stages):
     if trainer.is_global_zero:
         print(f"run folder: {trainer.log_dir}")
     return 0
+
+
+def nothing_done_yet(run):
+    """Whether the run has produced nothing worth keeping: no training step and no checkpoint written by it, so a
+    failure now is a refused input (exit code 2, run folder removed) rather than a failed run."""
+    step = getattr(run.trainer, "train_step", None)
+    if step is not None and getattr(step, "has_run", False):
+        return False
+    log_dir = run.trainer._log_dir
+    return log_dir is None or not any(f.endswith(".ckpt") for _, _, files in os.walk(log_dir) for f in files)
+
+
+def remove_refused_run(run):
+    """A refused run leaves nothing: remove the run folder and the folders above it that this process created."""
+    trainer = run.trainer
+    if not trainer.is_global_zero:
+        return
+    if trainer._log_dir is not None and (trainer.version is None or trainer._log_dir in run.new_folders):
+        shutil.rmtree(trainer._log_dir, ignore_errors=True)
+    for folder in run.new_folders:  # deepest first; only if empty (another run may have started there meanwhile)
+        try:
+            os.rmdir(folder)
+        except OSError:
+            pass
+
+
+def late_error_message(run, stage, err):
+    """One line for an error raised while a stage ran, naming the config key when the message names one of the
+    arguments the config gave (``learning rate`` counts as ``lr``)."""
+    text = str(err) if isinstance(err, (ConfigError, ValueError)) and "\n" not in str(err).strip() else \
+        next((ln.strip() for ln in str(err).splitlines() if ln.strip()), "")
+    if isinstance(err, ConfigError):
+        return text
+    exp = run.exp
+    sections = [("model", exp.model), ("data", exp.data), ("lr_scheduler", exp.lr_scheduler)] + \
+        [(f"callbacks.{i}", c) for i, c in enumerate(exp.callbacks)]
+    words = {"learning rate": "lr", "learning_rate": "lr"}
+    for section, comp in sections:
+        for key, value in (comp.init_args.items() if comp is not None else ()):
+            names = [key] + [w for w, k in words.items() if k == key]
+            if any(re.search(rf"(?<![\w]){re.escape(n)}(?![\w])", text) for n in names):
+                return f"{section}.init_args.{key}={value!r}: {stage} failed: {type(err).__name__}: {text}"
+    for key, value in exp.trainer_kwargs.items():
+        if re.search(rf"(?<![\w]){re.escape(key)}(?![\w])", text):
+            return f"trainer.{key}={value!r}: {stage} failed: {type(err).__name__}: {text}"
+    from msforge.arguments import MisconfigurationError
+
+    report = glob.glob(os.path.join(os.environ.get("MS_OM_PATH", os.curdir), "rank_*", "om", "analyze_fail.ir"))
+    notes = [f"MindSpore's report: {report[0]}"] if report else []
+    if "MSFORGE_TRACEBACK" not in text:
+        notes.append("MSFORGE_TRACEBACK=1 shows the traceback")
+    kind = "" if isinstance(err, MisconfigurationError) else f"{type(err).__name__}: "
+    return (f"{stage} failed before any training step (a model.init_args value the model cannot run with?): "
+            f"{kind}{text}" + (f" ({'; '.join(notes)})" if notes else ""))
 
 
 def checkpoint_after_fit(trainer):
@@ -459,8 +630,10 @@ def report_test(trainer, model, datamodule, results, ckpt):
     if png:
         print(f"predictions: {png}")
     path = os.path.join(trainer.log_dir, "test_metrics.json")
+    # relative to the run folder, so the file stays true when the folder is moved or copied (docs/ holds some)
+    where = os.path.relpath(ckpt, trainer.log_dir) if ckpt else None
     with open(path, "w", encoding="utf-8") as f:
-        json.dump({"checkpoint": ckpt, "model": model_metrics, "baselines": baselines, "sequences": sequences}, f,
+        json.dump({"checkpoint": where, "model": model_metrics, "baselines": baselines, "sequences": sequences}, f,
                   indent=2)
 
 
@@ -595,7 +768,9 @@ def main(argv=None):
         args = parse_args(argv)
         config_path = C.find_config(args.config, [os.getcwd(), HERE])
         config = C.apply_overrides(C.load_yaml(config_path), args.overrides)
-        C.check_structure(config, required=("model", "data"))  # cheap: before MindSpore is imported
+        # every check that needs no class, before MindSpore is imported (a fraction of a second)
+        C.check_early(config, required=("model", "data"), trainer_check=_early_arguments().check_trainer_arguments,
+                      default_name=os.path.splitext(os.path.basename(config_path))[0])
         if args.devices > 1:
             config = C.apply_overrides(config, ["trainer.strategy=data_parallel"])
         run = prepare(config_path, config, args)
@@ -624,16 +799,38 @@ def main(argv=None):
 
     try:
         return run_stages(run, args.stages)
-    except MisconfigurationError as err:
-        return _fail(err)
     except CheckpointError as err:  # e.g. the disk filled up while saving: earlier checkpoints are intact
         return _fail(err, code=1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 128 + signal.SIGINT.value
+    except Exception as err:
+        # refused: the input fails before the run has done anything (a constructor or MindSpore rejecting a value
+        # at the first step); a run that trained and then crashed keeps its folder and its traceback
+        refused = nothing_done_yet(run)
+        if refused:
+            remove_refused_run(run)
+        if os.environ.get("MSFORGE_TRACEBACK") or not (refused or isinstance(err, (ConfigError,
+                                                                                     MisconfigurationError))):
+            raise
+        return _fail(late_error_message(run, run.stage, err))
+
+
+def quiet_mindspore(environ=os.environ):
+    """Before MindSpore is imported: its log shows errors only (GLOG_v=3; its warnings are noise here, set GLOG_v=2 to
+    see them), and the report it writes when a graph fails to compile goes to a temporary folder (MS_OM_PATH) instead
+    of ``rank_0/om/`` in the current folder, which a refused run must leave untouched. Settings made by the user win."""
+    environ.setdefault("GLOG_v", "3")
+    environ.setdefault("MS_OM_PATH", os.path.join(tempfile.gettempdir(), f"msforge-mindspore-{os.getpid()}"))
+
+
+def _one_line_warning(message, category, filename, lineno, line=None):
+    return f"warning: {C.one_line(message)}\n"
 
 
 if __name__ == "__main__":
+    quiet_mindspore()
+    warnings.formatwarning = _one_line_warning  # a CLI's warnings are for its user, not the code's lines
     # the script's own folder would shadow user modules named like ours (config); the current folder instead lets
     # class_paths name modules there
     if sys.path and os.path.abspath(sys.path[0] or os.curdir) == HERE:

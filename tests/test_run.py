@@ -24,7 +24,7 @@ import time
 import numpy as np
 from mindspore import nn, ops
 
-from msforge import DataLoader, DataModule, Module, metrics
+from msforge import Callback, DataLoader, DataModule, Module, metrics
 
 T_IN, T_OUT, SIZE = 3, 2, 8
 
@@ -71,6 +71,20 @@ class TinyVideoModule(Module):
 
     def configure_optimizers(self):
         return nn.Adam(self.trainable_params(), learning_rate=self.hparams.lr)
+
+
+class MarkValidation(Callback):
+    """After each batch of a validation of the chosen kind (the sanity check, or a real one): creates
+    ``started_file`` and sleeps, a window to send a signal in. (Not earlier: while MindSpore compiles, its own SIGINT
+    handler turns a SIGINT into a SIGTERM.)"""
+
+    def __init__(self, started_file, sanity=False, sleep=1.0):
+        self.started_file, self.sanity, self.sleep = started_file, sanity, sleep
+
+    def on_validation_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if trainer.sanity_checking == self.sanity:
+            open(self.started_file, "w").close()
+            time.sleep(self.sleep)
 
 
 class Videos:
@@ -228,9 +242,10 @@ def test_fit_then_test_prints_the_table_with_both_baselines(trained, work):
 def test_test_uses_the_best_checkpoint_and_the_run_folder_holds_the_outputs(trained):
     result, run_dir = trained
     saved = json.loads((run_dir / "test_metrics.json").read_text())
-    best = saved["checkpoint"]
-    assert f"using the best checkpoint: {best}" in result.stdout
-    assert os.path.dirname(best) == str(run_dir / "checkpoints") and os.path.basename(best) != "last.ckpt"
+    best = saved["checkpoint"]  # relative to the run folder: no path of this machine in a file meant to be shared
+    assert not os.path.isabs(best) and os.path.dirname(best) == "checkpoints" and best != "checkpoints/last.ckpt"
+    assert f"using the best checkpoint: {run_dir / best}" in result.stdout
+    assert (run_dir / best).is_file()
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     png = (run_dir / "test_predictions.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
@@ -277,7 +292,7 @@ def test_validate_predict_and_export_round_trip_from_the_best_checkpoint(trained
     from msforge import checkpoint as ckpt_io
 
     _, first_run = trained
-    best = json.loads((first_run / "test_metrics.json").read_text())["checkpoint"]
+    best = str(first_run / json.loads((first_run / "test_metrics.json").read_text())["checkpoint"])
     before = tree(first_run)
     result = run_cli(work, "tiny.yaml", "--stage", "validate,predict,export", "--ckpt", "best")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -342,7 +357,7 @@ BAD_CASES = {
     "unknown key": (["tiny.yaml", "trainer.max_epoch=3"],
                     "unknown key trainer.max_epoch (did you mean trainer.max_epochs?); valid keys of "
                     "trainer: accumulate_grad_batches, "),
-    "wrong type": (["tiny.yaml", "trainer.max_epochs=abc"], "trainer.max_epochs='abc': expected int or None, got str"),
+    "wrong type": (["tiny.yaml", "trainer.max_epochs=abc"], "trainer.max_epochs='abc': must be an int >= 1"),
     "class_path does not import": (["tiny.yaml", "model.class_path=tiny_video.TinyVideoModul"],
                                    "has no 'TinyVideoModul' (did you mean tiny_video.TinyVideoModule?)"),
     "missing data file": (["tiny.yaml", "data.init_args.test_file=missing.npy"],
@@ -436,6 +451,61 @@ def test_sigterm_during_fit_saves_and_exits_128_plus_signal(work, tmp_path):
     assert "stopped by SIGTERM" in err
     assert (root / "tiny" / "version_0" / "checkpoints" / "last.ckpt").is_file()
     assert "Test metrics" not in out  # no test after an interrupted fit
+
+
+def test_sigterm_in_the_last_validation_and_sigint_in_the_sanity_check_save_and_stop_before_test(work, tmp_path):
+    """Signals outside the training batches: the run still saves, exits 128 + signal and runs no later stage."""
+    def start(kind, sig):
+        started = tmp_path / f"{kind}.started"
+        callback = f"{{class_path: tiny_video.MarkValidation, init_args: {{started_file: {started}, " \
+                   f"sanity: {str(kind == 'sanity').lower()}}}}}"
+        proc = subprocess.Popen(
+            [sys.executable, RUN, "tiny.yaml", f"trainer.default_root_dir={tmp_path / kind}", f"callbacks=[{callback}]",
+             "trainer.num_sanity_val_steps=1"], cwd=work, env=_env(work), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True)
+        return proc, started, sig
+
+    runs = {"last": start("last", signal.SIGTERM), "sanity": start("sanity", signal.SIGINT)}
+    deadline = time.monotonic() + 180
+    outputs = {}
+    try:
+        for kind, (proc, started, sig) in runs.items():
+            while not started.exists():
+                assert proc.poll() is None, proc.communicate()
+                assert time.monotonic() < deadline, f"{kind}: the validation did not start"
+                time.sleep(0.05)
+            proc.send_signal(sig)
+        outputs = {kind: proc.communicate(timeout=120) for kind, (proc, _, _) in runs.items()}
+    finally:
+        for proc, _, _ in runs.values():
+            if proc.poll() is None:
+                proc.kill()
+    from msforge import checkpoint as ckpt_io
+
+    for kind, (proc, _, sig) in runs.items():
+        out, err = outputs[kind]
+        # once a graph has run, MindSpore's own SIGINT handler re-sends a SIGINT to the process as a SIGTERM
+        received = {signal.SIGINT: (signal.SIGINT, signal.SIGTERM)}.get(sig, (sig,))
+        assert proc.returncode in [128 + s for s in received], (kind, err)
+        assert f"stopped by {signal.Signals(proc.returncode - 128).name}" in err, (kind, err)
+        assert "Test metrics" not in out, (kind, out)
+        _, state = ckpt_io.load(str(tmp_path / kind / "tiny" / "version_0" / "checkpoints" / "last.ckpt"))
+        # after the last validation: the whole epoch (4 batches) is in; in the sanity check: nothing yet
+        assert (state["epoch"], state["global_step"], state["batches_done"]) == ((1, 4, 0) if kind == "last"
+                                                                                 else (0, 0, 0)), kind
+
+
+def test_a_fractional_val_check_interval_ends_at_the_epoch_end_and_fit_alone_names_no_checkpoint(work, tmp_path):
+    """0.25 of 6 batches validates after batches 1, 3 and 4, then at the epoch end (6), once: not after every batch
+    (int(1.5) = 1) and not twice at the end. ``--stage fit`` has no later stage to announce a checkpoint for."""
+    result = run_cli(work, "tiny.yaml", "--stage", "fit", f"trainer.default_root_dir={tmp_path}",
+                     "trainer.val_check_interval=0.25", "data.init_args.train_size=48")
+    assert result.returncode == 0, result.stderr
+    assert "using the" not in result.stdout
+    import csv
+
+    with open(tmp_path / "tiny" / "version_0" / "metrics.csv", newline="") as f:
+        assert [int(r["step"]) for r in csv.DictReader(f) if r.get("val_loss")] == [1, 3, 4, 6]
 
 
 # == pieces of run.py, in-process =====================================================================================
