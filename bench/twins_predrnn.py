@@ -59,7 +59,9 @@ def group_count(channels, per_group=32):
 
 
 class Cell(nn.Module):
-    """ST-LSTM, NeurIPS 2017 eq. (3). Gate blocks: conv_x -> i f g o i' f' g'; conv_h -> i f g o; conv_m -> i' f' g'."""
+    """ST-LSTM as the NeurIPS 2017 paper writes it.
+
+    Gate blocks: conv_x -> i f g o i' f' g'; conv_h -> i f g o; conv_m -> i' f' g' (the model's order)."""
 
     def __init__(self, in_channels, hidden, k, norm, forget_bias=1.0):
         super().__init__()

@@ -1,7 +1,7 @@
 """PredRNN: stacked spatiotemporal LSTM (ST-LSTM) cells with a zigzag spatiotemporal memory.
 
 Wang, Long, Wang, Gao, Yu, "PredRNN: Recurrent Neural Networks for Predictive Learning using Spatiotemporal LSTMs",
-NeurIPS 2017. Written here from the paper's equations (3); ``*`` is a convolution, ``o`` the elementwise product::
+NeurIPS 2017. Written here from the paper's ST-LSTM equations; ``*`` is a convolution, ``o`` the elementwise product::
 
     g  = tanh(W_xg * X + W_hg * H[t-1] + b_g)          g' = tanh(W'_xg * X + W_mg * M + b'_g)
     i  = sigmoid(W_xi * X + W_hi * H[t-1] + b_i)       i' = sigmoid(W'_xi * X + W_mi * M + b'_i)
@@ -178,13 +178,14 @@ class PredRNNNet(nn.Cell):
                 deltas=False):
         """Run the recurrence over ``in_frames + out_frames - 1`` steps.
 
-        Step ``t`` reads input frame ``t`` while ``t < in_frames``, then frame ``t`` is the previous prediction,
-        or, where ``forecast_mask[:, t - in_frames]`` is 1, the true frame ``targets[:, t - in_frames]``.
-        ``input_mask`` (PredRNN-v2's reverse scheduled sampling) likewise mixes the previous prediction into input
-        frames 1..in_frames-1: ``input_mask[:, t - 1]`` is 1 for the true frame. Masks are (N, K, 1, 1, 1), 0 or 1.
+        Steps and frames count from 0. Step ``t`` reads input frame ``t`` while ``t < in_frames``, then the
+        previous prediction, or, where ``forecast_mask[:, t - in_frames]`` is 1, the true frame
+        ``targets[:, t - in_frames]``. ``input_mask`` (PredRNN-v2's reverse scheduled sampling) likewise mixes the
+        previous prediction into input frames 1 .. in_frames - 1: ``input_mask[:, t - 1]`` is 1 for the true frame.
+        Masks are (N, K, 1, 1, 1) of 0s and 1s.
 
         Returns ``(frames, increments)``: ``frames`` (N, out_frames, C, H, W), or with ``context=True`` every
-        prediction, of input frames 1.. too (N, in_frames - 1 + out_frames, ...); ``increments`` is, with
+        prediction, of input frames 1 .. in_frames - 1 too (N, in_frames - 1 + out_frames, ...); ``increments`` is, with
         ``deltas=True``, ``(deltas_c, deltas_m)``: two tuples of the increments of C and M, one per step and layer
         (else two empty tuples).
         """
