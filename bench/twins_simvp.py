@@ -241,7 +241,7 @@ def copy_weights(model, twin, rng):
         elif p.name.endswith(("moving_variance", "gamma")):
             value = rng.uniform(0.5, 1.5, value.shape).astype(np.float32)
         elif p.name.endswith(("scale_attn", "scale_mlp")):
-            value = rng.uniform(0.2, 0.8, value.shape).astype(np.float32)
+            value = rng.uniform(0.5, 1.5, value.shape).astype(np.float32)
         p.set_data(Tensor(value))
         name = torch_name(p.name)
         if name not in state or tuple(state[name].shape) != value.shape:
@@ -260,6 +260,7 @@ def compare(name, config, seed=0):
     from models.tau import TAU, differential_divergence
 
     rng = np.random.default_rng(seed)
+    ms.set_seed(seed)  # the model's initial weights, so every run compares the same numbers
     model_class, unit = (SimVP, Gated) if name == "simvp" else (TAU, Temporal)
     model = model_class(**config)
     twin = Twin(unit, **config)
