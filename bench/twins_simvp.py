@@ -32,10 +32,10 @@ from mindspore import Tensor  # noqa: E402
 from torch import nn  # noqa: E402
 
 CONFIGS = {  # a few shapes per model; each is small enough to run in seconds on 2 cores
-    "simvp": [dict(hid_S=16, hid_T=32, N_S=4, N_T=3),
+    "simvp": [dict(hid_S=16, hid_T=32, N_S=4, N_T=3, patch=1),
               dict(hid_S=8, hid_T=24, N_S=2, N_T=2, patch=2, mlp_ratio=2.0, spatio_kernel_enc=5,
                    in_frames=4, out_frames=9, frame_shape=(2, 32, 48))],
-    "tau": [dict(hid_S=16, hid_T=32, N_S=4, N_T=3),
+    "tau": [dict(hid_S=16, hid_T=32, N_S=4, N_T=3, patch=1),
             dict(hid_S=8, hid_T=24, N_S=2, N_T=2, patch=2, mlp_ratio=2.0, spatio_kernel_dec=5, attention_kernel=15,
                  in_frames=4, out_frames=9, frame_shape=(2, 32, 48))],
 }
@@ -177,8 +177,8 @@ class Translator(nn.Module):
 
 
 class Net(nn.Module):
-    def __init__(self, unit, in_frames=10, frame_shape=(1, 64, 64), hid_S=16, hid_T=128, N_S=4, N_T=4,
-                 spatio_kernel_enc=3, spatio_kernel_dec=3, mlp_ratio=4.0, attention_kernel=21, patch=1, **_):
+    def __init__(self, unit, hid_S, hid_T, N_S, N_T, patch, in_frames=10, frame_shape=(1, 64, 64), spatio_kernel_enc=3,
+                 spatio_kernel_dec=3, mlp_ratio=4.0, attention_kernel=21, **_):
         super().__init__()
         c = frame_shape[0] * patch * patch
         self.frames, self.patch = in_frames, patch

@@ -90,7 +90,7 @@ def test_bad_regularisation_arguments():
 
 # -- parameter counts -----------------------------------------------------------------------------------------------
 def expected_parameters(unit, frames=10, channels=1, hid_S=16, hid_T=128, N_S=4, N_T=4, spatio_kernel_enc=3,
-                        spatio_kernel_dec=3, mlp_ratio=4.0, attention_kernel=21, patch=1):
+                        spatio_kernel_dec=3, mlp_ratio=4.0, attention_kernel=21, patch=2):
     """Trainable scalars of SimVP / TAU from the architecture (GroupNorm and BatchNorm: a scale and a shift per
     channel; convs and 1x1 convs with bias; the squeeze-and-excitation layers without)."""
     c, hs = channels * patch * patch, hid_S
@@ -128,8 +128,8 @@ def expected_parameters(unit, frames=10, channels=1, hid_S=16, hid_T=128, N_S=4,
 @pytest.mark.parametrize("arch", [
     {},  # the defaults
     dict(hid_S=8, hid_T=24, N_S=2, N_T=3, patch=2, mlp_ratio=2.0, spatio_kernel_enc=5, attention_kernel=15),
-    dict(hid_S=6, hid_T=12, N_S=5, N_T=2, spatio_kernel_dec=5, attention_kernel=9, in_frames=4, out_frames=6,
-         frame_shape=(3, 32, 32)),
+    dict(hid_S=6, hid_T=12, N_S=5, N_T=2, spatio_kernel_dec=5, attention_kernel=9, patch=1, in_frames=4,
+         out_frames=6, frame_shape=(3, 32, 32)),
 ])
 def test_parameter_counts(arch):
     frames, channels = arch.get("in_frames", 10), arch.get("frame_shape", (1,))[0]
