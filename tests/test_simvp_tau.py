@@ -6,11 +6,14 @@ independent PyTorch twins are checked by bench/twins_simvp.py (torch is not need
 """
 import msforge  # noqa: F401  (first: caps oneDNN's ISA before mindspore loads)
 
+import importlib.util
 import re
+from pathlib import Path
 
 import mindspore as ms
 import numpy as np
 import pytest
+import yaml
 from mindspore import Tensor, nn, ops
 
 from models.simvp import SimVP
@@ -198,6 +201,32 @@ def test_differential_divergence():
     assert abs(float(differential_divergence(Tensor(target + 0.25), Tensor(target)).asnumpy())) < 1e-6
     # one frame has no difference
     assert float(differential_divergence(Tensor(pred[:, :1]), Tensor(target[:, :1])).asnumpy()) == 0.0
+
+
+# -- the configs ----------------------------------------------------------------------------------------------------
+def run_module():
+    path = Path(__file__).parents[1] / "experiments" / "run.py"
+    spec = importlib.util.spec_from_file_location("experiments_run_for_simvp_tests", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name, model_class", [("simvp_mnist.yaml", SimVP), ("tau_mnist.yaml", TAU)])
+def test_experiment_yamls_resolve(name, model_class, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    run = run_module()
+    assert run.main([name, "--dry-run"]) == 0, capsys.readouterr().err
+    ours = yaml.safe_load(capsys.readouterr().out)
+    assert run.main(["convlstm_mnist.yaml", "--dry-run"]) == 0
+    main_job = yaml.safe_load(capsys.readouterr().out)
+    assert list(tmp_path.iterdir()) == []  # a dry run writes nothing
+    # the main job's data and callbacks, so the runs compare; 8 minutes of training bound the wall time
+    assert ours["data"] == main_job["data"] and ours["callbacks"] == main_job["callbacks"]
+    assert ours["trainer"]["max_time"] == "00:00:08:00"
+    assert ours["model"]["class_path"] == f"{model_class.__module__}.{model_class.__name__}"
+    # the class's defaults (whose parameter counts the YAML comments quote), trained with l1+l2
+    assert ours["model"]["init_args"] == dict(model_class().hparams, loss="l1+l2", frame_shape=[1, 64, 64])
 
 
 # -- real Trainer fits (the compiled train step) ---------------------------------------------------------------------
