@@ -7,7 +7,8 @@
 CONFIG defaults to the five Moving MNIST experiments (convlstm, predrnn, predrnn_v2, simvp, tau ``_mnist.yaml``).
 Each one is run in turn by ``experiments/run.py`` (stages fit, test) from a copy of its config changed only where a
 fair comparison needs it: ``trainer.max_time`` = ``--minutes`` (compilation and validation count against it), one
-long epoch (``samples_per_epoch`` large enough never to end) validated every ``--val-every`` steps, no early
+long epoch (``samples_per_epoch`` large enough never to end) validated every ``--val-every`` steps (default: the
+config's own ``val_check_interval`` when it counts steps, else 100), no early
 stopping, a ``Timer`` callback, and ``--test-size`` test videos (the data modules' test sets are generated from
 held-out digits with a fixed seed, so every model is tested on the same videos). Models, widths, losses and learning
 rates stay as their configs set them. Run nothing else on the machine meanwhile: the budget is wall time.
@@ -34,6 +35,7 @@ import yaml
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 DEFAULT_MODELS = ("convlstm", "predrnn", "predrnn_v2", "simvp", "tau")
+DEFAULT_VAL_EVERY = 100
 ONE_EPOCH = 10 ** 6  # samples_per_epoch: the run stops on max_time before an epoch this long ends
 
 
@@ -55,8 +57,10 @@ def fair_config(config, name, minutes, test_size, val_every, root):
     config = json.loads(json.dumps(config))  # deep copy of plain YAML data
     config["name"] = f"compare_{name}"
     trainer = config.setdefault("trainer", {})
-    trainer.update(max_time=int(minutes * 60), max_epochs=1, val_check_interval=int(val_every),
-                   default_root_dir=root)
+    interval = trainer.get("val_check_interval")
+    if val_every is not None or not isinstance(interval, int) or isinstance(interval, bool):
+        interval = int(val_every or DEFAULT_VAL_EVERY)  # a fraction of the never-ending epoch would never come
+    trainer.update(max_time=int(minutes * 60), max_epochs=1, val_check_interval=interval, default_root_dir=root)
     init = config["data"].setdefault("init_args", {})
     init.update(samples_per_epoch=ONE_EPOCH, test_size=int(test_size))
     callbacks = [c for c in config.get("callbacks") or [] if "EarlyStopping" not in c["class_path"]]
@@ -209,12 +213,14 @@ def main(argv=None):
     parser.add_argument("configs", nargs="*", help="configs to compare (default: the five *_mnist.yaml models)")
     parser.add_argument("--minutes", type=float, default=20.0, help="training wall time per model (default 20)")
     parser.add_argument("--test-size", type=int, default=2000, help="test videos (default 2000)")
-    parser.add_argument("--val-every", type=int, default=100, help="validate every N training steps (default 100)")
+    parser.add_argument("--val-every", type=int, default=None,
+                        help="validate every N training steps (default: the config's int val_check_interval, else "
+                             f"{DEFAULT_VAL_EVERY})")
     parser.add_argument("--root", default=os.path.join("runs", "compare"), help="run folders (default runs/compare)")
     parser.add_argument("--out", default=os.path.join("docs", "compare"), help="OUT.md and OUT.png (docs/compare)")
     parser.add_argument("--report-only", action="store_true", help="only rebuild the report from --root")
     args = parser.parse_args(argv)
-    if args.minutes <= 0 or args.test_size < 1 or args.val_every < 1:
+    if args.minutes <= 0 or args.test_size < 1 or (args.val_every is not None and args.val_every < 1):
         parser.error(f"--minutes {args.minutes}, --test-size {args.test_size}, --val-every {args.val_every}: "
                      "must be positive")
     configs = [find_config(c) for c in (args.configs or [f"{m}_mnist.yaml" for m in DEFAULT_MODELS])]
