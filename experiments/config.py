@@ -389,6 +389,8 @@ def _check_component_shape(spec, where, options=()):
             if not ok:
                 raise ConfigError(f"{where}.{key}={spec[key]!r}: expected {_describe(SCHEDULER_OPTIONS[key])}, got "
                                   f"{_kind(spec[key])}")
+            if key == "frequency" and out[key] < 1:  # the Trainer steps the scheduler when count % frequency == 0
+                raise ConfigError(f"{where}.frequency={out[key]!r}: must be an int >= 1")
     return out
 
 

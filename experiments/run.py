@@ -216,6 +216,7 @@ def prepare(config_path, config, args):
                              trainer_check=check_trainer_arguments, default_name=default_name)
     trainer_kwargs = dict(exp.trainer_kwargs)
     trainer_kwargs.setdefault("name", exp.name or default_name)
+    _check_device(trainer_kwargs.get("device_target", "auto"))
     datamodule = C.instantiate(exp.data)
     if _rank() == 0:
         _preflight_data(datamodule, exp, args.stages)
@@ -255,6 +256,31 @@ def prepare(config_path, config, args):
     ckpt = _check_checkpoint(trainer, model, args.ckpt, "fit" in args.stages) if args.ckpt is not None else None
     return Run(exp=exp, trainer=trainer, model=model, datamodule=datamodule, ckpt=ckpt, resolved=resolved,
                header=header, writer=writer, new_folders=_missing_folders(trainer), stage=None)
+
+
+def _check_device(device_target):
+    """A backend this MindSpore build can use here (the Trainer would only find out inside fit)."""
+    if device_target in ("auto", "CPU"):
+        return
+    from mindspore import hal
+
+    if not hal.is_available(device_target):
+        found = [d for d in ("CPU", "GPU", "Ascend") if hal.is_available(d)]
+        raise ConfigError(f"trainer.device_target={device_target!r}: not available to this MindSpore here (available: "
+                          f"{', '.join(found) or 'none'}); use auto")
+
+
+def _check_launch(config, args):
+    """Data parallel needs one process per device, which msrun starts: --devices N does that for you."""
+    trainer = config.get("trainer") or {}
+    strategy, devices = trainer.get("strategy", "auto"), trainer.get("devices", 1)
+    if args.devices > 1 or "MS_ROLE" in os.environ:  # re-launched under msrun, or one of its workers
+        return
+    for key, value, wanted in (("strategy", strategy, strategy == "data_parallel"),
+                               ("devices", devices, isinstance(devices, int) and devices > 1)):
+        if wanted:
+            raise ConfigError(f"trainer.{key}={value!r}: data parallel needs one process per device, started by "
+                              "msrun; add --devices N (this script starts msrun) or launch it with msrun")
 
 
 def _missing_folders(trainer):
@@ -771,6 +797,7 @@ def main(argv=None):
         # every check that needs no class, before MindSpore is imported (a fraction of a second)
         C.check_early(config, required=("model", "data"), trainer_check=_early_arguments().check_trainer_arguments,
                       default_name=os.path.splitext(os.path.basename(config_path))[0])
+        _check_launch(config, args)
         if args.devices > 1:
             config = C.apply_overrides(config, ["trainer.strategy=data_parallel"])
         run = prepare(config_path, config, args)

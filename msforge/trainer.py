@@ -654,6 +654,10 @@ class Trainer:
                                                 "interval, frequency, monitor, name, strict")
                 entry = {"interval": "epoch", "frequency": 1, "monitor": None, **sched}
                 choice("lr_scheduler interval", entry["interval"], ("epoch", "step"))
+                frequency = entry["frequency"]
+                if isinstance(frequency, bool) or not isinstance(frequency, int) or frequency < 1:
+                    raise MisconfigurationError(f"lr_scheduler frequency={frequency!r}: must be an int >= 1 (steps "
+                                                "or epochs between scheduler steps)", key="frequency")
                 schedulers.append(entry)
         else:
             optimizer = config

@@ -130,7 +130,7 @@ EARLY = {"max_epochs negative", "max_epochs zero", "val_check_interval zero", "l
          "duplicate key", "name is a path", "trainer.name is a path", "max_steps zero", "val_check_interval above 1",
          "check_val_every_n_epoch zero", "limit_train_batches zero", "gradient_clip_val inf", "max_time zero",
          "seed negative", "lr zero", "weight_decay negative", "batch_size zero", "nan anywhere", "no config",
-         "root not writable"}
+         "root not writable", "scheduler frequency zero", "data parallel without msrun"}
 
 
 def cases(inputs):
@@ -177,7 +177,17 @@ def cases(inputs):
         "rejected only by MindSpore at the first step": ([tiny, "model.init_args.out_frames=3", "--stage", "fit"],
                                                           "model.init_args"),
         "no config": ([], "CONFIG"),
+        "scheduler frequency zero": ([main, "lr_scheduler={class_path: StepLR, init_args: {step_size: 1}, frequency: 0}"],
+                                     "lr_scheduler.frequency=0"),
+        "data parallel without msrun": ([main, "trainer.strategy=data_parallel"], "trainer.strategy='data_parallel'"),
+        "a data folder that does not exist": ([main, f"data.init_args.mnist_dir={inputs / 'no_such_folder'}"],
+                                              "data.init_args.mnist_dir="),
     }
+    from mindspore import hal
+
+    if not hal.is_available("GPU"):
+        found["a device this MindSpore cannot use"] = ([main, "trainer.device_target=GPU"],
+                                                       "trainer.device_target='GPU'")
     if os.geteuid() != 0:  # root may write into any folder
         found["root not writable"] = ([main, f"trainer.default_root_dir={inputs / 'read_only' / 'runs'}"],
                                       "trainer.default_root_dir=")
