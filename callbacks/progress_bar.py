@@ -1,7 +1,8 @@
 """ProgressBar: tqdm bars on a terminal, one plain line per epoch otherwise (CI logs, files, pipes).
 
 On a terminal: a training bar per epoch (batches, it/s, ETA, ``trainer.progress_bar_metrics``) and a transient bar
-per validation/test/predict run, its total from the Trainer's ``num_<kind>_batches``. When stdout is not a terminal no bar is drawn; at each epoch end one line is printed:
+per validation/test/predict run, its total from the Trainer's ``num_<kind>_batches``. When stdout is not a terminal no
+bar is drawn; at each epoch end one line is printed:
 ``Epoch 2/10: 8 batches in 0.41 s (19.5 it/s), step 24, train_loss=0.0312, val_loss=0.0291``.
 """
 import sys

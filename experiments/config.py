@@ -41,9 +41,9 @@ from dataclasses import dataclass, field
 import yaml
 
 __all__ = ["ConfigError", "Experiment", "find_config", "load_yaml", "parse_override", "apply_overrides",
-           "check_structure", "check_early", "check_size", "check_values", "writable_dir_problem", "import_class", "check_kwargs",
-           "check_experiment", "instantiate", "with_defaults", "dump_yaml", "dumps", "one_line", "TOP_LEVEL",
-           "COMPONENT_KEYS", "VALUE_RULES"]
+           "check_structure", "check_early", "check_size", "check_values", "writable_dir_problem", "import_class",
+           "check_kwargs", "check_experiment", "instantiate", "culprit", "with_defaults", "dump_yaml", "dumps",
+           "one_line", "TOP_LEVEL", "COMPONENT_KEYS", "VALUE_RULES"]
 
 TOP_LEVEL = ("trainer", "model", "data", "callbacks", "lr_scheduler", "seed", "name")
 COMPONENT_KEYS = ("class_path", "init_args")

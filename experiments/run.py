@@ -53,10 +53,10 @@ included, reusable as a config), checkpoints, logs and the files above.
 
 ``--devices N`` (N > 1) re-launches this command under ``msrun`` with N local workers and
 ``trainer.strategy=data_parallel``. SIGTERM / SIGINT anywhere in fit (the last validation included) save a checkpoint
-(the Trainer says how to resume) and exit with code 128 + the signal number; later stages do not run. (Once a graph has
-run, MindSpore's own handler turns a Ctrl-C into a SIGTERM, so it exits with 143 rather than 130.) ``--dry-run`` checks and builds everything, prints the resolved config (and
-the msrun command) and exits without training or writing a run folder (the data module's ``prepare_data`` still runs,
-so a dataset with ``download: true`` is fetched).
+(the Trainer says how to resume) and exit with code 128 + the signal number; later stages do not run. (Once a graph
+has run, MindSpore's own handler turns a Ctrl-C into a SIGTERM, so it exits with 143 rather than 130.) ``--dry-run``
+checks and builds everything, prints the resolved config (and the msrun command) and exits without training or writing
+a run folder (the data module's ``prepare_data`` still runs, so a dataset with ``download: true`` is fetched).
 """
 import argparse
 import glob
@@ -373,9 +373,10 @@ def _check_checkpoint(trainer, model, ckpt, resumes):
 
 
 # the loader each stage runs on, the Trainer's limit for it, and the data init_args a user sets it with
-STAGE_DATA = {"fit": ("train", "train_dataloader", ("train", "samples")), "validate": ("val", "val_dataloader", ("val",)),
-              "test": ("test", "test_dataloader", ("test",)), "predict": ("predict", "predict_dataloader",
-                                                                      ("predict", "test"))}
+STAGE_DATA = {"fit": ("train", "train_dataloader", ("train", "samples")),
+              "validate": ("val", "val_dataloader", ("val",)),
+              "test": ("test", "test_dataloader", ("test",)),
+              "predict": ("predict", "predict_dataloader", ("predict", "test"))}
 
 
 def _preflight_data(datamodule, exp, stages):

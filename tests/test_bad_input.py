@@ -98,7 +98,8 @@ def inputs(tmp_path_factory):
     bombs = ALIAS_BOMB.replace("\n", "\n  ").rstrip() + "\n"
     bomb_scalar = text.replace("trainer:\n", f"bombs:\n  {bombs}trainer:\n", 1)
     (folder / "bomb_scalar.yaml").write_text(bomb_scalar.replace("  max_epochs: 1\n", "  max_epochs: *i\n", 1))
-    (folder / "bomb_arg.yaml").write_text(ALIAS_BOMB + text.replace("  init_args:\n", "  init_args:\n    boom: *i\n", 1))
+    with_boom = text.replace("  init_args:\n", "  init_args:\n    boom: *i\n", 1)  # the model's first argument
+    (folder / "bomb_arg.yaml").write_text(ALIAS_BOMB + with_boom)
     (folder / "recursive.yaml").write_text(text.replace("  init_args:\n", "  init_args:\n    loop: &r [*r]\n", 1))
     np.save(folder / "empty_test.npy", np.zeros((20, 0, 64, 64), np.uint8))  # mnist_test_seq.npy's layout, 0 videos
     (folder / "a_file").write_text("not a folder\n")
@@ -177,8 +178,8 @@ def cases(inputs):
         "rejected only by MindSpore at the first step": ([tiny, "model.init_args.out_frames=3", "--stage", "fit"],
                                                           "model.init_args"),
         "no config": ([], "CONFIG"),
-        "scheduler frequency zero": ([main, "lr_scheduler={class_path: StepLR, init_args: {step_size: 1}, frequency: 0}"],
-                                     "lr_scheduler.frequency=0"),
+        "scheduler frequency zero": ([main, "lr_scheduler={class_path: StepLR, init_args: {step_size: 1}, "
+                                            "frequency: 0}"], "lr_scheduler.frequency=0"),
         "data parallel without msrun": ([main, "trainer.strategy=data_parallel"], "trainer.strategy='data_parallel'"),
         "a data folder that does not exist": ([main, f"data.init_args.mnist_dir={inputs / 'no_such_folder'}"],
                                               "data.init_args.mnist_dir="),

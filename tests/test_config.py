@@ -400,7 +400,8 @@ def test_recursive_aliases_deep_nesting_and_huge_files_are_refused(tmp_path):
     path.write_text("model:\n  init_args:\n    x: &r [*r]\n")
     assert "model.init_args.x: nested more than 32 levels deep" in error_of(C.load_yaml, str(path))
     path.write_text("x: " + "[" * 5000 + "]" * 5000 + "\n")
-    assert f"{path}:1:" in error_of(C.load_yaml, str(path)) and "nested more than 32" in error_of(C.load_yaml, str(path))
+    message = error_of(C.load_yaml, str(path))
+    assert message.startswith(f"{path}:1:") and "nested more than 32" in message
     path.write_text("x: " + "[1]" + " " * (C.MAX_CONFIG_BYTES + 1) + "\n")
     assert "a config is at most" in error_of(C.load_yaml, str(path))
 
