@@ -94,16 +94,21 @@ def run_one(config_path, args):
         yaml.safe_dump(config, f, sort_keys=False)
     log = os.path.join(args.root, f"compare_{name}.log")
     print(f"[{time.strftime('%H:%M:%S')}] {name}: training {args.minutes:g} min, log {log}", flush=True)
+    load_before = os.getloadavg()[0]
     with open(log, "w") as out:
         code = subprocess.call([sys.executable, os.path.join(HERE, "run.py"), derived, "--stage", "fit,test"],
                                stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=_env())
+    # 2 cores: a 15-minute load average well above 2 means something else took CPU time from this run
+    load = {"load_1min_before": load_before, "load_15min_after": os.getloadavg()[2]}
+    with open(os.path.join(args.root, f"compare_{name}.load.json"), "w") as f:
+        json.dump(load, f)
     if code != 0:
         print(f"  {name}: run.py exited with {code}; see {log}", flush=True)
     return code
 
 
 # == reading a finished run ==========================================================================================
-def read_run(run_dir):
+def read_run(run_dir, name):
     with open(os.path.join(run_dir, "config.yaml")) as f:
         config = yaml.safe_load(f)
     batch = int(config["data"]["init_args"]["batch_size"])
@@ -122,7 +127,9 @@ def read_run(run_dir):
              if step in minutes]
     with open(os.path.join(run_dir, "test_metrics.json")) as f:
         test = json.load(f)
-    return {"config": config, "batch": batch, "curve": curve, "videos": videos,
+    load_path = os.path.join(os.path.dirname(os.path.dirname(run_dir)), f"compare_{name}.load.json")
+    load = json.load(open(load_path)) if os.path.isfile(load_path) else {}
+    return {"load": load, "config": config, "batch": batch, "curve": curve, "videos": videos,
             "videos_per_s": videos / max(train_s - val_s, 1e-9), "test": test}
 
 
@@ -162,24 +169,27 @@ def count_cost(config):
 def report(names, runs, costs, out, minutes):
     lines = [f"Equal wall time: {minutes:g} min of training each (compilation and validation included) on this "
              "machine; test on the same held-out videos.", "",
-             "| model | parameters | GFLOPs / video | train videos/s | videos seen | test MSE | test MAE | test SSIM |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| model | parameters | GFLOPs / video | train videos/s | videos seen | test MSE | test MAE | test SSIM | load |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     baselines, sequences = {}, None
     for name in names:
         run = runs.get(name)
         if run is None:
-            lines.append(f"| {name} | | | | | (no finished run) | | |")
+            lines.append(f"| {name} | | | | | (no finished run) | | | |")
             continue
         model = run["test"]["model"]
         params, gflops = costs[name]
+        load = run["load"].get("load_15min_after")
         lines.append(f"| {name} | {params:,} | {gflops:.2f} | {run['videos_per_s']:.1f} | {run['videos']:,.0f} | "
-                     f"{model['test_mse']:.2f} | {model['test_mae']:.2f} | {model['test_ssim']:.4f} |")
+                     f"{model['test_mse']:.2f} | {model['test_mae']:.2f} | {model['test_ssim']:.4f} | "
+                     f"{'' if load is None else f'{load:.2f}'} |")
         baselines = baselines or run["test"].get("baselines", {})
         sequences = sequences or run["test"].get("sequences")
     for label, values in baselines.items():
-        lines.append(f"| {label} | 0 | 0 | | | {values['mse']:.2f} | {values['mae']:.2f} | {values['ssim']:.4f} |")
+        lines.append(f"| {label} | 0 | 0 | | | {values['mse']:.2f} | {values['mae']:.2f} | {values['ssim']:.4f} | |")
     if sequences:
-        lines += ["", f"Test videos: {sequences:,}."]
+        lines += ["", f"Test videos: {sequences:,}. Load: the 15-minute load average when the model's run ended (2 "
+                  "cores: near 2 means the run had the machine to itself)."]
     text = "\n".join(lines) + "\n"
     with open(out + ".md", "w") as f:
         f.write(text)
@@ -232,7 +242,7 @@ def main(argv=None):
     for name in names:
         run_dir = latest_run(args.root, name)
         if run_dir and os.path.isfile(os.path.join(run_dir, "test_metrics.json")):
-            runs[name] = read_run(run_dir)
+            runs[name] = read_run(run_dir, name)
             costs[name] = count_cost(runs[name]["config"])
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     report(names, runs, costs, args.out, args.minutes)
