@@ -94,12 +94,14 @@ def run_one(config_path, args):
         yaml.safe_dump(config, f, sort_keys=False)
     log = os.path.join(args.root, f"compare_{name}.log")
     print(f"[{time.strftime('%H:%M:%S')}] {name}: training {args.minutes:g} min, log {log}", flush=True)
-    load_before = os.getloadavg()[0]
+    before, start = os.times(), time.monotonic()
     with open(log, "w") as out:
         code = subprocess.call([sys.executable, os.path.join(HERE, "run.py"), derived, "--stage", "fit,test"],
                                stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=_env())
-    # 2 cores: a 15-minute load average well above 2 means something else took CPU time from this run
-    load = {"load_1min_before": load_before, "load_15min_after": os.getloadavg()[2]}
+    after, wall = os.times(), time.monotonic() - start
+    # CPU seconds the run got per wall second: ~2 on an otherwise idle 2-core machine; less when others took CPU
+    cpu = (after.children_user + after.children_system - before.children_user - before.children_system) / wall
+    load = {"cpu_per_wall_s": cpu, "wall_s": wall, "load_15min_after": os.getloadavg()[2]}
     with open(os.path.join(args.root, f"compare_{name}.load.json"), "w") as f:
         json.dump(load, f)
     if code != 0:
@@ -169,7 +171,7 @@ def count_cost(config):
 def report(names, runs, costs, out, minutes):
     lines = [f"Equal wall time: {minutes:g} min of training each (compilation and validation included) on this "
              "machine; test on the same held-out videos.", "",
-             "| model | parameters | GFLOPs / video | train videos/s | videos seen | test MSE | test MAE | test SSIM | load |",
+             "| model | parameters | GFLOPs / video | train videos/s | videos seen | test MSE | test MAE | test SSIM | cores |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     baselines, sequences = {}, None
     for name in names:
@@ -179,7 +181,7 @@ def report(names, runs, costs, out, minutes):
             continue
         model = run["test"]["model"]
         params, gflops = costs[name]
-        load = run["load"].get("load_15min_after")
+        load = run["load"].get("cpu_per_wall_s")
         lines.append(f"| {name} | {params:,} | {gflops:.2f} | {run['videos_per_s']:.1f} | {run['videos']:,.0f} | "
                      f"{model['test_mse']:.2f} | {model['test_mae']:.2f} | {model['test_ssim']:.4f} | "
                      f"{'' if load is None else f'{load:.2f}'} |")
@@ -188,8 +190,8 @@ def report(names, runs, costs, out, minutes):
     for label, values in baselines.items():
         lines.append(f"| {label} | 0 | 0 | | | {values['mse']:.2f} | {values['mae']:.2f} | {values['ssim']:.4f} | |")
     if sequences:
-        lines += ["", f"Test videos: {sequences:,}. Load: the 15-minute load average when the model's run ended (2 "
-                  "cores: near 2 means the run had the machine to itself)."]
+        lines += ["", f"Test videos: {sequences:,}. Cores: CPU seconds the whole run (start-up, training, test) got "
+                  "per wall-clock second (2 cores: near 2 means nothing else took CPU from it)."]
     text = "\n".join(lines) + "\n"
     with open(out + ".md", "w") as f:
         f.write(text)
