@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import msforge  # noqa: F401  (before mindspore)
 import mindspore as ms
@@ -311,16 +312,21 @@ Conv2d(4, 8, 3, has_bias=True)(x), nn.Conv2d(4, 8, 3)(x)
 ours = ctypes.CDLL(conv2d_kernel())
 ours.MsforgeOneDnnInstance.restype = ctypes.c_char_p
 theirs = ctypes.CDLL(os.path.join(os.path.dirname(ms.__file__), "lib", "libdnnl.so.3"))  # the loaded instance
-print("ours", ours.MsforgeOneDnnInstance().decode(), "mindspore isa=0x%x" % theirs.dnnl_get_effective_cpu_isa())
+with open(os.environ["INSTANCE_ANSWER"], "w") as f:
+    f.write(f"ours {ours.MsforgeOneDnnInstance().decode()} mindspore isa=0x{theirs.dnnl_get_effective_cpu_isa():x}")
 """
 
 
 def onednn_instances(**env):
-    """(instance, isa) of msforge's convolutions and MindSpore's isa, each from a fresh process."""
-    result = run_python(INSTANCE, **env)
-    words = [line for line in result.stdout.splitlines() if line.startswith("ours ")]
-    assert words, result.stderr
-    _, instance, ours, _, theirs = words[0].split()
+    """(instance, isa) of msforge's convolutions and MindSpore's isa, each from a fresh process. The answer comes in a
+    file, not on stdout: with ONEDNN_VERBOSE, both oneDNN instances write there from their own threads, and a busy
+    machine could flush part of their line just before Python's print, leaving no line that starts with "ours"."""
+    with tempfile.TemporaryDirectory() as folder:
+        answer = os.path.join(folder, "answer")
+        result = run_python(INSTANCE, INSTANCE_ANSWER=answer, **env)
+        assert result.returncode == 0 and os.path.isfile(answer), result.stderr[-2000:]
+        with open(answer) as f:
+            _, instance, ours, _, theirs = f.read().split()
     return instance, int(ours[4:], 16), int(theirs[4:], 16), result
 
 
