@@ -861,28 +861,29 @@ class Trainer:
 # == small pure helpers ===============================================================================================
 @contextlib.contextmanager
 def compile_report():
-    """Hold back what MindSpore's C++ side writes to stderr (file descriptor 2) while a graph compiles for the first
-    time, and write it out afterwards, unless compiling failed: the exception carries the same report (the traceback
-    of the construct code), so a failure is one line; MSFORGE_TRACEBACK=1 shows it all."""
+    """Hold back what is written to stderr (file descriptor 2, where MindSpore's C++ side logs) while a graph compiles
+    for the first time, and write it out afterwards, unless compiling failed with MindSpore's report: the exception
+    carries that report (the traceback of the construct code), so the failure can be one line; MSFORGE_TRACEBACK=1
+    shows it all. Anything else (a Python error in a step) keeps what was written."""
     try:
         sys.stderr.flush()
         saved = os.dup(2)
     except (OSError, ValueError):  # no real stderr (some embedded interpreters): nothing to hold back
         yield
         return
-    failed = False
+    reported = False
     with tempfile.TemporaryFile() as held:
         os.dup2(held.fileno(), 2)
         try:
             yield
-        except BaseException:
-            failed = True
+        except BaseException as err:
+            reported = any(mark in str(err) for mark in ("Traceback of Net Construct Code", "analyze_fail.ir"))
             raise
         finally:
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
-            if not failed or os.environ.get("MSFORGE_TRACEBACK"):
+            if not reported or os.environ.get("MSFORGE_TRACEBACK"):
                 held.seek(0)
                 text = held.read().decode("utf-8", errors="replace")
                 if text:

@@ -508,6 +508,33 @@ def test_a_fractional_val_check_interval_ends_at_the_epoch_end_and_fit_alone_nam
         assert [int(r["step"]) for r in csv.DictReader(f) if r.get("val_loss")] == [1, 3, 4, 6]
 
 
+def test_the_first_compile_holds_stderr_back_and_drops_only_mindspores_own_report(capfd, monkeypatch):
+    """What the Trainer wraps its first compiles in: a refused model's MindSpore dump must not add lines to the one
+    error line, but nothing else written to stderr meanwhile may be lost."""
+    from msforge.trainer import compile_report
+
+    monkeypatch.delenv("MSFORGE_TRACEBACK", raising=False)
+    with compile_report():
+        os.write(2, b"compiled fine, a warning\n")
+    with pytest.raises(ValueError):
+        with compile_report():
+            os.write(2, b"printed by a step that then failed\n")
+            raise ValueError("a Python error")
+    with pytest.raises(ValueError):
+        with compile_report():
+            os.write(2, b"[ERROR] ANALYZER(1) the same report\n")
+            raise ValueError("For 'Sub', shapes differ\n- The Traceback of Net Construct Code:\n# 0 In file x.py:1")
+    err = capfd.readouterr().err
+    assert "compiled fine, a warning" in err and "printed by a step that then failed" in err
+    assert "ANALYZER" not in err
+    monkeypatch.setenv("MSFORGE_TRACEBACK", "1")  # the debug switch shows everything
+    with pytest.raises(ValueError):
+        with compile_report():
+            os.write(2, b"[ERROR] ANALYZER(1) shown\n")
+            raise ValueError("- The Traceback of Net Construct Code:")
+    assert "ANALYZER(1) shown" in capfd.readouterr().err
+
+
 # == pieces of run.py, in-process =====================================================================================
 def test_msrun_command_relaunches_this_script_with_data_parallel(tmp_path):
     run = load_run_module()
