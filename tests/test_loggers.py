@@ -148,3 +148,21 @@ def test_learning_rate_monitor_per_epoch_logs_the_rate_of_each_coming_epoch(tmp_
     _, rows = read_csv(trainer.log_dir)
     logged = [(int(r["step"]), float(r["lr"])) for r in rows if r["lr"]]
     assert [s for s, _ in logged] == [0, 4] and [lr for _, lr in logged] == pytest.approx([0.01, 0.005])
+
+
+def test_evaluation_bars_show_their_total(monkeypatch):
+    """The Trainer counts each evaluation's batches before its hooks run, so the bars know their length."""
+    from types import SimpleNamespace
+
+    from callbacks import ProgressBar
+
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    bar = ProgressBar()
+    bar.setup(None, None, "fit")
+    trainer = SimpleNamespace(is_global_zero=True, sanity_checking=False, num_val_batches=[3, 2], num_test_batches=[4],
+                              num_predict_batches=[float("inf")], num_sanity_val_batches=[1], progress_bar_metrics={})
+    for start, end, total in ((bar.on_validation_start, bar.on_validation_end, 5),
+                              (bar.on_test_start, bar.on_test_end, 4), (bar.on_predict_start, bar.on_predict_end, None)):
+        start(trainer, None)
+        assert bar.eval_bar.total == total
+        end(trainer, None)
