@@ -14,12 +14,7 @@ from models import (ConvGRUCell, ConvGRUModule, ConvLSTMCell, ConvLSTMModule, En
 from msforge import metrics
 
 
-@pytest.fixture(autouse=True, scope="module")
-def graph_mode():
-    previous = ms.get_context("mode")
-    ms.set_context(mode=ms.GRAPH_MODE)
-    yield
-    ms.set_context(mode=previous)
+pytestmark = pytest.mark.usefixtures("graph_mode")  # tests/conftest.py
 
 
 def n_params(cell):

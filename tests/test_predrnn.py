@@ -21,12 +21,7 @@ SMALL = dict(patch=2, num_layers=2, hidden=8, kernel_size=3, in_frames=3, out_fr
              sampling_max_batch=4)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def graph_mode():
-    previous = ms.get_context("mode")
-    ms.set_context(mode=ms.GRAPH_MODE)
-    yield
-    ms.set_context(mode=previous)
+pytestmark = pytest.mark.usefixtures("graph_mode")  # tests/conftest.py
 
 
 def n_params(cell):

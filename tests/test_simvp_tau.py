@@ -24,12 +24,7 @@ from msforge import Callback, DataLoader, Trainer
 TINY = dict(hid_S=4, hid_T=8, N_S=2, N_T=2, mlp_ratio=2.0, attention_kernel=9)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def graph_mode():
-    previous = ms.get_context("mode")
-    ms.set_context(mode=ms.GRAPH_MODE)
-    yield
-    ms.set_context(mode=previous)
+pytestmark = pytest.mark.usefixtures("graph_mode")  # tests/conftest.py
 
 
 def n_params(cell):
