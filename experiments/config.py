@@ -42,8 +42,8 @@ import yaml
 
 __all__ = ["ConfigError", "Experiment", "find_config", "load_yaml", "parse_override", "apply_overrides",
            "check_structure", "check_early", "check_size", "check_values", "writable_dir_problem", "import_class",
-           "check_kwargs", "check_experiment", "instantiate", "culprit", "with_defaults", "dump_yaml", "dumps",
-           "one_line", "TOP_LEVEL", "COMPONENT_KEYS", "VALUE_RULES"]
+           "check_kwargs", "check_experiment", "instantiate", "culprit", "with_defaults", "describe_arguments",
+           "type_name", "flow", "dump_yaml", "dumps", "one_line", "TOP_LEVEL", "COMPONENT_KEYS", "VALUE_RULES"]
 
 TOP_LEVEL = ("trainer", "model", "data", "callbacks", "lr_scheduler", "seed", "name")
 COMPONENT_KEYS = ("class_path", "init_args")
@@ -841,3 +841,49 @@ def _plain(value):
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return repr(value)
+
+
+def describe_arguments(target, given=None, exclude=(), hints=None):
+    """What ``--help`` lists of ``target``'s constructor, in signature order: ``[(name, type, default, given)]`` as
+    text (``default`` is ``"required"`` for an argument without one; ``given`` is the value ``given`` sets, else None),
+    and whether it also takes ``**kwargs``. The types are the ones :func:`check_kwargs` checks against."""
+    named, var_kw = _parameters(target)
+    annotations, given = _annotations(target), given or {}
+    rows = []
+    for name, param in named.items():
+        if name in exclude:
+            continue
+        default = "required" if param.default is _EMPTY else flow(param.default)
+        value = flow(_untyped(given[name])) if name in given else None
+        rows.append((name, type_name(_expected_type(param, annotations, hints or {})), default, value))
+    rows += [(k, "any (**kwargs)", "the class's", flow(_untyped(v))) for k, v in given.items()
+             if k not in named and k not in exclude]
+    return rows, var_kw
+
+
+def type_name(tp):
+    """A type as a short text: ``int | None``, ``'epoch' | 'step'``, ``list[int]``, ``any``."""
+    if tp is None or tp is typing.Any or tp is _EMPTY:
+        return "any"
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Union or (hasattr(types, "UnionType") and isinstance(tp, types.UnionType)):
+        # Optional[Union[int, float]] -> int | float | None (None last, as it reads)
+        names = [type_name(a) for a in args if a is not type(None)] + (["None"] if type(None) in args else [])
+        return " | ".join(dict.fromkeys(names))
+    if tp is type(None):
+        return "None"
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin is not None:
+        name = getattr(origin, "__name__", str(origin))
+        return f"{name}[{', '.join('...' if a is Ellipsis else type_name(a) for a in args)}]" if args else name
+    return getattr(tp, "__name__", str(tp))
+
+
+def flow(value):
+    """``value`` as one line of YAML (``null``, ``true``, ``[64, 64]``, ``norm``); an object YAML cannot hold as its
+    repr."""
+    if not _yamlable(value):
+        return repr(value)
+    text = yaml.dump(_plain(value), Dumper=_Dumper, default_flow_style=True, width=float("inf")).strip()
+    return text[:-3].strip() if text.endswith("\n...") else text

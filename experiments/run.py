@@ -2,7 +2,8 @@
 """Run an experiment described by a YAML config.
 
     python experiments/run.py CONFIG.yaml [key=value ...] [--stage STAGES] [--ckpt PATH|last|best] [--devices N]
-                              [--dry-run]
+                              [--dry-run] [--print_config]
+    python experiments/run.py CONFIG.yaml [key=value ...] --help
 
 CONFIG is looked up as given, then in the current folder, then in ``experiments/`` (``.yaml`` may be left off).
 Sections: ``trainer`` (msforge.Trainer arguments), ``model`` and ``data`` (``class_path`` + ``init_args``),
@@ -57,6 +58,12 @@ included, reusable as a config), checkpoints, logs and the files above.
 has run, MindSpore's own handler turns a Ctrl-C into a SIGTERM, so it exits with 143 rather than 130.) ``--dry-run``
 checks and builds everything, prints the resolved config (and the msrun command) and exits without training or writing
 a run folder (the data module's ``prepare_data`` still runs, so a dataset with ``download: true`` is fetched).
+``--print_config`` prints the same resolved config (overrides applied, every constructor argument's default filled
+in: trainer, model, data, each callback, lr_scheduler) after the checks that import the classes and read their
+signatures, and exits: nothing is built, no data is read, nothing is written; the output is itself a config that
+prints the same again. ``--help`` with a CONFIG adds, after the options, the arguments of the classes it names, one
+line each under a heading per section: the key to set (``model.init_args.lr``), its type, its default and the value
+the config (with overrides) gives it.
 """
 import argparse
 import glob
@@ -121,7 +128,8 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser():
     parser = _Parser(prog="experiments/run.py", description="Run an msforge experiment from a YAML config.",
-                     epilog="See the docstring of experiments/run.py for the config format.")
+                     epilog="With a CONFIG, --help also lists the arguments of the classes it names (types, defaults, "
+                            "the config's values). See the docstring of experiments/run.py for the config format.")
     parser.add_argument("config", help="the YAML config (as given, in the current folder or in experiments/)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, values in YAML")
     parser.add_argument("--stage", default=",".join(DEFAULT_STAGES),
@@ -130,17 +138,32 @@ def build_parser():
     parser.add_argument("--devices", type=int, default=1, help="N > 1: data parallel over N local workers (msrun)")
     parser.add_argument("--dry-run", action="store_true", help="check and build everything, print the resolved "
                                                                "config; train nothing, write no run folder")
+    parser.add_argument("--print_config", "--print-config", action="store_true",
+                        help="print the resolved config (overrides applied, every default filled in) as YAML and "
+                             "exit; builds nothing, writes nothing")
     return parser
 
 
 USAGE = ("usage: experiments/run.py CONFIG.yaml [key=value ...] [--stage fit,test|validate|predict|export] "
-         "[--ckpt PATH|last|best] [--devices N] [--dry-run]")
+         "[--ckpt PATH|last|best] [--devices N] [--dry-run] [--print_config]")
+HELP_FLAGS = ("-h", "--help")
 
 
 def parse_args(argv):
-    if not [a for a in argv if not a.startswith("-")] and not {"-h", "--help"} & set(argv):
+    wants_help = bool(set(HELP_FLAGS) & set(argv))
+    if not [a for a in argv if not a.startswith("-")] and not wants_help:
         raise ConfigError(f"no CONFIG given: name a YAML config, e.g. convlstm_mnist.yaml; {USAGE}")
+    if wants_help:
+        # with a CONFIG, main() adds its classes' arguments to the help; without one (or with arguments argparse
+        # cannot read), today's help
+        try:
+            args = build_parser().parse_intermixed_args([a for a in argv if a not in HELP_FLAGS])
+        except ConfigError:
+            build_parser().parse_args(["--help"])  # prints the help and exits 0
+        args.help, args.argv = True, list(argv)
+        return args
     args = build_parser().parse_intermixed_args(argv)
+    args.help = False
     args.argv = list(argv)
     stages = [s.strip() for s in args.stage.split(",") if s.strip()]
     for stage in stages:
@@ -201,39 +224,39 @@ def _stage_for_setup(stage):
     return {"export": "test"}.get(stage, stage)
 
 
-def prepare(config_path, config, args):
-    """Check the merged ``config`` and build trainer, model, data and callbacks; raises ConfigError. Every value is
-    checked (experiments/config.py, with the Trainer's own ``check_trainer_arguments``) before anything is built, and
-    nothing here writes a file."""
-    import msforge  # first: caps oneDNN's ISA before MindSpore loads
-    from msforge import Callback, DataModule, Module, Trainer, seed_everything
+def check_config(config_path, config):
+    """Check the merged ``config`` (experiments/config.py, with the Trainer's own ``check_trainer_arguments``): its
+    classes are imported and their signatures read; nothing is built and nothing written. Returns the
+    ``Experiment`` and the Trainer class; raises ConfigError."""
+    import msforge  # noqa: F401  (first: caps oneDNN's ISA before MindSpore loads)
+    from msforge import Callback, DataModule, Module, Trainer
     from msforge.arguments import check_trainer_arguments
 
-    default_name = os.path.splitext(os.path.basename(config_path))[0]
     exp = C.check_experiment(config, Trainer, {},
                              bases={"model": Module, "data": DataModule, "callbacks": Callback},
                              default_packages=DEFAULT_PACKAGES, required=("model", "data"),
-                             trainer_check=check_trainer_arguments, default_name=default_name)
+                             trainer_check=check_trainer_arguments, default_name=_default_name(config_path))
+    return exp, Trainer
+
+
+def _default_name(config_path):
+    return os.path.splitext(os.path.basename(config_path))[0]
+
+
+def resolve(exp, trainer_cls, config_path):
+    """The Trainer's arguments (``name`` and ``seed`` filled in from the config) and the resolved config: every
+    section with every constructor argument, defaults included, as ``config.yaml``, ``--dry-run`` and
+    ``--print_config`` show it (reusable as a config)."""
     trainer_kwargs = dict(exp.trainer_kwargs)
-    trainer_kwargs.setdefault("name", exp.name or default_name)
-    _check_device(trainer_kwargs.get("device_target", "auto"))
-    datamodule = C.instantiate(exp.data)
-    if _rank() == 0:
-        _preflight_data(datamodule, exp, args.stages)
+    trainer_kwargs.setdefault("name", exp.name or _default_name(config_path))
     if exp.seed is not None:
         trainer_kwargs.setdefault("seed", exp.seed)
-        seed_everything(exp.seed)  # before the model is built: its initial weights
-    model = C.instantiate(exp.model)
-    if exp.lr_scheduler is not None:
-        attach_lr_scheduler(model, exp.lr_scheduler, exp.lr_scheduler_options)
-    callbacks = [C.instantiate(c) for c in exp.callbacks]
-
     resolved = {}
     if exp.seed is not None:
         resolved["seed"] = exp.seed
     if exp.name is not None:
         resolved["name"] = exp.name
-    resolved["trainer"] = C.with_defaults(Trainer, trainer_kwargs, exclude=("callbacks",))
+    resolved["trainer"] = C.with_defaults(trainer_cls, trainer_kwargs, exclude=("callbacks",))
     for key, comp in (("model", exp.model), ("data", exp.data)):
         resolved[key] = {"class_path": comp.class_path, "init_args": C.with_defaults(comp.cls, comp.init_args)}
     resolved["callbacks"] = [{"class_path": c.class_path, "init_args": C.with_defaults(c.cls, c.init_args)}
@@ -243,6 +266,28 @@ def prepare(config_path, config, args):
             "class_path": exp.lr_scheduler.class_path,
             "init_args": C.with_defaults(exp.lr_scheduler.cls, exp.lr_scheduler.init_args, exclude=("optimizer",)),
             **exp.lr_scheduler_options}
+    return trainer_kwargs, resolved
+
+
+def prepare(config_path, config, args):
+    """Check the merged ``config`` (:func:`check_config`) and build trainer, model, data and callbacks; raises
+    ConfigError. Every value is checked before anything is built, and nothing here writes a file."""
+    import msforge  # first: caps oneDNN's ISA before MindSpore loads
+    from msforge import Callback, seed_everything
+
+    exp, Trainer = check_config(config_path, config)
+    trainer_kwargs, resolved = resolve(exp, Trainer, config_path)
+    _check_device(trainer_kwargs.get("device_target", "auto"))
+    datamodule = C.instantiate(exp.data)
+    if _rank() == 0:
+        _preflight_data(datamodule, exp, args.stages)
+    if exp.seed is not None:
+        seed_everything(exp.seed)  # before the model is built: its initial weights
+    model = C.instantiate(exp.model)
+    if exp.lr_scheduler is not None:
+        attach_lr_scheduler(model, exp.lr_scheduler, exp.lr_scheduler_options)
+    callbacks = [C.instantiate(c) for c in exp.callbacks]
+
     header = "\n".join([
         f"Resolved config of a run of {os.path.abspath(config_path)} (every argument, defaults included)",
         "command: " + shlex.join([sys.executable, os.path.abspath(__file__), *args.argv]),
@@ -783,6 +828,46 @@ def _outputs(out):
     return [np.asarray(_numpy(o), dtype=np.float64) for o in items]
 
 
+# == --help with a CONFIG ============================================================================================
+def config_help(config_path, config):
+    """The arguments of the classes ``config`` names (after overrides), one line each under a heading per section:
+    the key to set, its type, its default and the config's value. Imports the classes, builds nothing."""
+    config = C.check_structure(config, required=("model", "data"))
+    import msforge  # noqa: F401  (first: caps oneDNN's ISA before MindSpore loads)
+    from msforge import Trainer
+
+    sections = [("trainer", "trainer", "msforge.Trainer", Trainer, config["trainer"], ("callbacks",))]
+    for key in ("model", "data"):
+        spec = config[key]
+        cls = C.import_class(spec["class_path"], key, DEFAULT_PACKAGES[key])
+        sections.append((key, f"{key}.init_args", spec["class_path"], cls, spec["init_args"], ()))
+    names = [C._short_name(spec) for spec in config["callbacks"]]
+    for i, spec in enumerate(config["callbacks"]):
+        cls = C.import_class(spec["class_path"], f"callbacks.{i}", DEFAULT_PACKAGES["callbacks"])
+        ref = names[i] if names.count(names[i]) == 1 else str(i)  # the spelling apply_overrides takes
+        sections.append((f"callbacks.{i}", f"callbacks.{ref}.init_args", spec["class_path"], cls, spec["init_args"],
+                         ()))
+    if config.get("lr_scheduler") is not None:
+        spec = config["lr_scheduler"]
+        cls = C.import_class(spec["class_path"], "lr_scheduler", DEFAULT_PACKAGES["lr_scheduler"])
+        sections.append(("lr_scheduler", "lr_scheduler.init_args", spec["class_path"], cls, spec["init_args"],
+                         ("optimizer",)))
+    described = [(title, prefix, path, *C.describe_arguments(cls, given, exclude))
+                 for title, prefix, path, cls, given, exclude in sections]
+    lines = [f"\nArguments of the classes in {config_path}",
+             "(set them in the file or as key=value, values in YAML; config: the value the file and overrides give):"]
+    for title, prefix, path, rows, var_kw in described:
+        width = max([len(f"{prefix}.{row[0]}") for row in rows] + [len(prefix) + 2])
+        lines.append(f"\n{title}: {path}")
+        for name, type_text, default, value in rows:
+            given = f"; config: {value}" if value is not None else ""
+            lines.append(f"  {prefix + '.' + name:<{width}}  (type: {type_text}, default: {default}{given})")
+        if var_kw:
+            lines.append(f"  {prefix + '.*':<{width}}  (any other key goes to the constructor's **kwargs, which "
+                         "checks it)")
+    return "\n".join(lines) + "\n"
+
+
 # == main =============================================================================================================
 def _fail(err, code=2):
     print(f"error: {C.one_line(err)}", file=sys.stderr, flush=True)
@@ -795,12 +880,20 @@ def main(argv=None):
         args = parse_args(argv)
         config_path = C.find_config(args.config, [os.getcwd(), HERE])
         config = C.apply_overrides(C.load_yaml(config_path), args.overrides)
+        if args.help:
+            text = build_parser().format_help() + config_help(config_path, config)
+            print(text, end="")
+            return 0
         # every check that needs no class, before MindSpore is imported (a fraction of a second)
         C.check_early(config, required=("model", "data"), trainer_check=_early_arguments().check_trainer_arguments,
-                      default_name=os.path.splitext(os.path.basename(config_path))[0])
-        _check_launch(config, args)
+                      default_name=_default_name(config_path))
         if args.devices > 1:
             config = C.apply_overrides(config, ["trainer.strategy=data_parallel"])
+        if args.print_config:  # the classes are imported and checked, nothing is built or written
+            exp, trainer_cls = check_config(config_path, config)
+            print(C.dumps(resolve(exp, trainer_cls, config_path)[1]), end="")
+            return 0
+        _check_launch(config, args)
         run = prepare(config_path, config, args)
         if args.devices > 1:
             msrun = shutil.which("msrun")
