@@ -11,7 +11,7 @@ import os
 import numpy as np
 import yaml
 
-from msforge.callback import Callback
+from msforge import Callback
 
 
 def plain(value):

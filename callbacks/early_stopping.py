@@ -9,8 +9,7 @@ import math
 import sys
 import warnings
 
-from msforge.callback import Callback
-from msforge.trainer import MisconfigurationError
+from msforge import Callback, MisconfigurationError
 
 
 class EarlyStopping(Callback):

@@ -7,7 +7,7 @@ Step values are the rate the update *used* (read at ``on_train_batch_start``), l
 every ``log_every_n_steps`` updates: the same x as the ``train_loss`` it produced. Epoch values are logged at
 ``on_train_epoch_start`` (the rate of the coming epoch; not again when a run resumes in the middle of that epoch).
 """
-from msforge.callback import Callback
+from msforge import Callback
 from msforge.schedulers import get_lrs
 
 INTERVALS = ("step", "epoch", None)

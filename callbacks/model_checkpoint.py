@@ -18,8 +18,7 @@ import sys
 import time
 import warnings
 
-from msforge.callback import Callback
-from msforge.trainer import MisconfigurationError
+from msforge import Callback, MisconfigurationError
 
 
 class ModelCheckpoint(Callback):

@@ -8,7 +8,7 @@ bar is drawn; at each epoch end one line is printed:
 import sys
 import time
 
-from msforge.callback import Callback
+from msforge import Callback
 
 
 def format_metrics(metrics):

@@ -20,8 +20,9 @@ import warnings
 
 import numpy as np
 
-from callbacks.lr_monitor import LearningRateMonitor, lr_metrics, step_log_due
-from msforge.callback import Callback
+from msforge import Callback
+
+from .lr_monitor import LearningRateMonitor, lr_metrics, step_log_due
 
 
 def image_grid(array, pad=2):

@@ -7,7 +7,7 @@ TensorBoard hold them beside ``val_*``. The elapsed time is saved in checkpoints
 """
 import time
 
-from msforge.callback import Callback
+from msforge import Callback
 
 
 class Timer(Callback):

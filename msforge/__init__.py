@@ -20,10 +20,12 @@ if "ONEDNN_MAX_CPU_ISA" not in os.environ:
     else:
         os.environ["ONEDNN_MAX_CPU_ISA"] = "AVX2"
 
+from msforge.arguments import MisconfigurationError  # noqa: E402
 from msforge.callback import Callback  # noqa: E402
 from msforge.data import DataLoader, DataModule  # noqa: E402
 from msforge.module import Module  # noqa: E402
 from msforge.seed import seed_everything  # noqa: E402
 from msforge.trainer import Trainer  # noqa: E402
 
-__all__ = ["Trainer", "Module", "DataModule", "Callback", "DataLoader", "seed_everything", "__version__"]
+__all__ = ["Trainer", "Module", "DataModule", "Callback", "DataLoader", "MisconfigurationError", "seed_everything",
+           "__version__"]
