@@ -151,6 +151,13 @@ def check_trainer_arguments(args):
                                         key="val_check_interval")
     if get("check_val_every_n_epoch", 1) is not None:
         _check_int("check_val_every_n_epoch", get("check_val_every_n_epoch", 1), 1, hint=" or None")
+    elif not _is_int(interval):  # Lightning's rule: None counts val_check_interval in batches across epochs
+        raise MisconfigurationError(f"check_val_every_n_epoch=None with val_check_interval={interval!r}: None "
+                                    "validates every val_check_interval training batches counted across epochs, so "
+                                    "val_check_interval must be an int", key="check_val_every_n_epoch")
+    for name in ("logger", "enable_progress_bar", "enable_checkpointing", "enable_model_summary", "deterministic"):
+        if name in args and not isinstance(get(name), bool):
+            raise MisconfigurationError(f"{name}={get(name)!r}: must be true or false", key=name)
     _check_int("log_every_n_steps", get("log_every_n_steps", 50), 1)
     clip = get("gradient_clip_val")
     if clip is not None and not (_is_number(clip) and math.isfinite(clip) and clip > 0):

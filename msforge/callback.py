@@ -53,5 +53,10 @@ class Callback:
     def on_save_checkpoint(self, trainer, module, checkpoint): pass
     def on_load_checkpoint(self, trainer, module, checkpoint): pass
     def on_exception(self, trainer, module, exception): pass
-    # msforge's one addition: every logging event (a dict of Python floats at one global step) reaches loggers here.
+    # msforge's additions. Every logging event (a dict of Python floats at one global step) reaches loggers here:
     def on_log_metrics(self, trainer, module, metrics, step): pass
+
+    # Parameters this callback keeps in checkpoint files, as (name, Parameter) pairs; a resume assigns them back.
+    # A name of a module weight stores that Parameter in the weight's place (EMAWeightAveraging's averaged weights).
+    def checkpoint_parameters(self, trainer, module):
+        return []

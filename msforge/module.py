@@ -27,9 +27,17 @@ class Module(nn.Cell):
     key is logged as a training metric). Inside it call ``self.construct(x)``, not ``self(x)``: MindSpore cannot
     compile a Cell calling itself there.
 
+    Manual optimization (several optimizers, GANs): set ``self.automatic_optimization = False`` in ``__init__``;
+    ``configure_optimizers`` may then return several optimizers, and ``training_step(batch, batch_idx)`` runs on the
+    host, updating with ``self.manual_step(optimizer, loss_fn, *inputs)`` for each of ``self.optimizers()``. Each
+    ``loss_fn`` is compiled like a graph-mode ``training_step`` (``self.construct``, not ``self(x)``); the module steps
+    its own schedulers (``self.lr_schedulers()``).
+
     ``validation_step``, ``test_step`` and ``predict_step`` run on the host: they may call ``self(x)`` (a compiled
     forward), convert to numpy and report with ``self.log``.
     """
+
+    automatic_optimization = True  # False: training_step(batch, batch_idx) steps the optimizers with manual_step
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -56,9 +64,35 @@ class Module(nn.Cell):
             "nn.Adam(self.trainable_params(), learning_rate=1e-3)"
         )
 
+    # -- manual optimization ---------------------------------------------------------------------------------------
+    def optimizers(self):
+        """The optimizers of ``configure_optimizers``: the one, or a list of several (Lightning's convention)."""
+        optimizers = self._running_trainer("optimizers()").optimizers
+        return optimizers[0] if len(optimizers) == 1 else list(optimizers)
+
+    def lr_schedulers(self):
+        """The schedulers of ``configure_optimizers``: None, the one, or a list of several."""
+        schedulers = [c["scheduler"] for c in self._running_trainer("lr_schedulers()").lr_schedulers]
+        return None if not schedulers else schedulers[0] if len(schedulers) == 1 else schedulers
+
+    def manual_step(self, optimizer, loss_fn, *inputs):
+        """Update ``optimizer``'s parameters by the gradients of ``loss_fn(*inputs)`` with respect to them only, with
+        the Trainer's gradient clipping, loss scaling (a scale per optimizer) and precision; returns the loss Tensor.
+
+        ``loss_fn`` is compiled once per (optimizer, loss_fn): pass the same function object every step (a method
+        such as ``self.generator_loss``) and everything that changes between steps as ``inputs`` Tensors: values a
+        function reads from outside its arguments are compiled in as constants."""
+        return self._running_trainer("manual_step()").manual_step(optimizer, loss_fn, inputs)
+
+    def _running_trainer(self, what):
+        if self.trainer is None:
+            raise RuntimeError(f"{what} was called outside a Trainer run")
+        return self.trainer
+
     # -- logging ---------------------------------------------------------------------------------------------------
-    def log(self, name, value, prog_bar=False, on_step=False, on_epoch=True, batch_size=None):
-        """Report a metric from a host-side step or hook; epoch values are batch-size-weighted means."""
+    def log(self, name, value, prog_bar=False, on_step=None, on_epoch=None, batch_size=None):
+        """Report a metric from a host-side step or hook; epoch values are batch-size-weighted means. By default a
+        value is logged per step in a manual-optimization ``training_step`` and per epoch everywhere else."""
         if self.trainer is None:
             raise RuntimeError(f"self.log({name!r}) was called outside a Trainer run")
         self.trainer.log_from_module(name, value, prog_bar=prog_bar, on_step=on_step, on_epoch=on_epoch,

@@ -27,7 +27,8 @@ class LossScale:
 
     @classmethod
     def from_arg(cls, value):
-        """Trainer's ``loss_scale`` argument: None, a number (static), "dynamic", or a dict of init/factor/window."""
+        """Trainer's ``loss_scale`` argument: None (off), a number (static), "dynamic", or a dict of
+        init/factor/window ("auto", the Trainer's default, is resolved by the Trainer from its precision)."""
         if value is None:
             return None
         if isinstance(value, bool):
@@ -49,15 +50,30 @@ class LossScale:
         raise ValueError(f"loss_scale={value!r}: use None, a number, 'dynamic' or a dict with init/factor/window")
 
 
-class TrainStep(nn.Cell):
-    """Compiled train step over ``module.training_step``; call as ``step(is_update, batch)`` with batch a tuple of Tensors.
+class LossScaleState(nn.Cell):
+    """The dynamic loss scale's two numbers as Parameters (checkpointed with the weights): the scale and the count of
+    clean updates since it last changed. ``prefix`` keeps the names of several optimizers' scales apart."""
 
-    Returns ``(outputs, finite, scale)``: what ``training_step`` returned (a Tensor or dict of scalar Tensors), whether
-    the update's gradients were finite (always True without loss scaling), and and the loss scale after this step.
+    def __init__(self, loss_scale: LossScale, prefix=""):
+        super().__init__(auto_prefix=False)
+        self.loss_scale = Parameter(Tensor(loss_scale.init, ms.float32), name=f"{prefix}loss_scale",
+                                    requires_grad=False)
+        self.clean_updates = Parameter(Tensor(0, ms.int32), name=f"{prefix}loss_scale_clean_updates",
+                                       requires_grad=False)
+
+
+class TrainStep(nn.Cell):
+    """Compiled train step; call as ``step(is_update, batch)`` with batch a tuple of Tensors.
+
+    The loss is ``module.training_step(batch)`` (automatic optimization), or ``loss_fn(*batch)`` when a ``loss_fn`` is
+    given (``Module.manual_step``); gradients are taken with respect to ``optimizer.parameters`` only.
+    Returns ``(outputs, finite, scale)``: what the loss function returned (a Tensor or dict of scalar Tensors), whether
+    the update's gradients were finite (always True without loss scaling), and the loss scale after this step.
     """
 
     def __init__(self, module, optimizer, accumulate_grad_batches=1, gradient_clip_val=None,
-                 gradient_clip_algorithm="norm", loss_scale: LossScale = None, grad_reducer=None):
+                 gradient_clip_algorithm="norm", loss_scale: LossScale = None, grad_reducer=None, loss_fn=None,
+                 scale_state: LossScaleState = None):
         # auto_prefix=False keeps the weights' own names (not "module.fc.weight") so checkpoints load into the bare model
         super().__init__(auto_prefix=False)
         self.module = module
@@ -70,15 +86,20 @@ class TrainStep(nn.Cell):
         self.clip_by_norm = gradient_clip_algorithm == "norm"
         self.loss_scale_config = loss_scale
         self.grad_reducer = grad_reducer
+        self.unpack_batch = loss_fn is not None
+        self.loss_fn = loss_fn
         self.grad_fn = ops.value_and_grad(self.forward, None, self.weights, has_aux=True)
         if self.accumulate > 1:
             self.accum_grads = self.weights.clone(prefix="accum_grads", init="zeros")
         if loss_scale is not None:
-            self.loss_scale = Parameter(Tensor(loss_scale.init, ms.float32), name="loss_scale", requires_grad=False)
-            self.clean_updates = Parameter(Tensor(0, ms.int32), name="loss_scale_clean_updates", requires_grad=False)
+            state = scale_state if scale_state is not None else LossScaleState(loss_scale)
+            self.loss_scale, self.clean_updates = state.loss_scale, state.clean_updates
 
     def forward(self, batch, factor):
-        out = self.module.training_step(batch)
+        if self.unpack_batch:
+            out = self.loss_fn(*batch)
+        else:
+            out = self.module.training_step(batch)
         if isinstance(out, dict):
             loss = out["loss"]
         else:

@@ -29,7 +29,7 @@ from msforge.module import Module, find_self_call
 from msforge.results import EpochMeans, to_float
 from msforge.schedulers import ReduceLROnPlateau
 from msforge.seed import seed_everything
-from msforge.train_step import LossScale, TrainStep
+from msforge.train_step import LossScale, LossScaleState, TrainStep
 
 # the allowed values are msforge.arguments'; these map them to MindSpore's
 PRECISIONS = {"32": None, "32-true": None, "16-mixed": ms.float16, "bf16-mixed": ms.bfloat16}
@@ -50,16 +50,19 @@ class Trainer:
                  check_val_every_n_epoch: Optional[int] = 1, log_every_n_steps: int = 50,
                  gradient_clip_val: Optional[Union[int, float]] = None, gradient_clip_algorithm: str = "norm",
                  accumulate_grad_batches: int = 1, precision: Union[str, int] = "32",
-                 loss_scale: Optional[Union[int, float, str, dict]] = None, device_target: str = "auto",
+                 loss_scale: Optional[Union[int, float, str, dict]] = "auto", device_target: str = "auto",
                  mode: str = "graph", deterministic: bool = False, seed: Optional[int] = None,
                  callbacks: Optional[list] = None, logger: bool = True, enable_progress_bar: bool = True,
-                 enable_checkpointing: bool = True, default_root_dir: Optional[str] = None,
+                 enable_checkpointing: bool = True, enable_model_summary: bool = True,
+                 default_root_dir: Optional[str] = None,
                  name: str = "msforge_logs", version: Optional[Union[int, str]] = None, strategy: str = "auto",
                  devices: int = 1):
         check_trainer_arguments({k: v for k, v in locals().items() if k != "self"})
         self.precision = str(precision)
         self.device_target, self.mode, self.strategy = device_target, mode, strategy
         self.gradient_clip_algorithm = gradient_clip_algorithm
+        if loss_scale == "auto":  # Lightning's default: fp16 gradients underflow without a (dynamic) scale
+            loss_scale = "dynamic" if self.precision == "16-mixed" else None
         self.loss_scale_config = self._loss_scale(loss_scale)
         self.gradient_clip_val = gradient_clip_val
         self.accumulate_grad_batches = accumulate_grad_batches
@@ -89,7 +92,7 @@ class Trainer:
         self.distributed = strategy == "data_parallel" or devices > 1
         self.global_rank, self.world_size = 0, 1
         self.callbacks = self._default_callbacks(list(callbacks or []), logger, enable_checkpointing,
-                                                 enable_progress_bar)
+                                                 enable_progress_bar, enable_model_summary)
         # progress and results
         self.current_epoch = 0
         self.global_step = 0
@@ -106,9 +109,12 @@ class Trainer:
         self.progress_bar_metrics = {}
         self.module = None
         self.datamodule = None
-        self.optimizer = None
+        self.optimizers = []  # configure_optimizers()'s, in order; several only under manual optimization
+        self.optimizer = None  # the first of them
         self.lr_schedulers = []
-        self.train_step = None
+        self.train_step = None  # automatic optimization's compiled step
+        self._manual_steps = {}  # manual optimization's compiled steps, one per (optimizer index, loss_fn)
+        self._scale_states = []  # manual optimization: each optimizer's own loss scale
         self.num_training_batches = 0
         # batches per loader of the current (or last) run of each kind, Lightning's names
         self.num_sanity_val_batches, self.num_val_batches, self.num_test_batches, self.num_predict_batches = \
@@ -118,11 +124,16 @@ class Trainer:
         self._log_target = None
         self._batch_size = None
         self._batches_done = 0
+        self._total_batches = 0  # training batches across epochs: check_val_every_n_epoch=None counts these
         self._epoch_done = False
         self._resume_batches = 0
         self._train_means = EpochMeans()
         self._fit_start_time = None
         self._interrupt_signal = None
+        self._step_logging_defaults = False  # inside a manual training_step, self.log defaults to on_step
+        self._manual_batch_idx = None
+        self._validated = False  # a validation has run in this fit (ReduceLROnPlateau's monitor can exist)
+        self._warned_monitors = set()
 
     # == construction helpers ========================================================================================
     @staticmethod
@@ -133,7 +144,7 @@ class Trainer:
             raise MisconfigurationError(str(err)) from None
 
     @staticmethod
-    def _default_callbacks(callbacks, logger, enable_checkpointing, enable_progress_bar):
+    def _default_callbacks(callbacks, logger, enable_checkpointing, enable_progress_bar, enable_model_summary):
         for cb in callbacks:
             if not isinstance(cb, Callback):
                 raise MisconfigurationError(f"callbacks must be msforge.Callback instances, got {type(cb).__name__}")
@@ -141,11 +152,13 @@ class Trainer:
             callbacks = [cb for cb in callbacks if not hasattr(cb, "best_model_path")]
         if not enable_progress_bar:
             callbacks = [cb for cb in callbacks if not getattr(cb, "is_progress_bar", False)]
-        if logger or enable_checkpointing or enable_progress_bar:
-            import callbacks as cbs  # the callbacks package installed beside msforge
+        if not enable_model_summary:
+            callbacks = [cb for cb in callbacks if type(cb).__name__ != "ModelSummary"]
+        if logger or enable_checkpointing or enable_progress_bar or enable_model_summary:
+            cbs = default_callbacks_package()
 
-            def have(kind):
-                return any(isinstance(cb, kind) for cb in callbacks)
+            def have(kind):  # by name too: a class of another copy of the package counts
+                return any(kind.__name__ in [c.__name__ for c in type(cb).__mro__] for cb in callbacks)
 
             if enable_checkpointing and not have(cbs.ModelCheckpoint):
                 callbacks.append(cbs.ModelCheckpoint(save_last=True))
@@ -155,6 +168,8 @@ class Trainer:
                 callbacks.append(cbs.CSVLogger())
             if enable_progress_bar and not have(cbs.ProgressBar):
                 callbacks.append(cbs.ProgressBar())
+            if enable_model_summary and not have(cbs.ModelSummary):
+                callbacks.append(cbs.ModelSummary())
         # callbacks that must see the others' results (ModelCheckpoint saves their state) declare a higher order
         return sorted(callbacks, key=lambda cb: getattr(cb, "order", 0))
 
@@ -217,8 +232,13 @@ class Trainer:
             val_loaders = self._loaders("val", val_dataloaders, datamodule, required=False)
             if self.overfit_batches:
                 val_loaders = [train_loader]
-            self.optimizer, self.lr_schedulers = self._configure_optimizers(model)
-            self.train_step = self._build_train_step(model, self.optimizer)
+            self.optimizers, self.lr_schedulers = self._configure_optimizers(model)
+            self.optimizer = self.optimizers[0]
+            self._validated, self._warned_monitors = False, set()
+            if model.automatic_optimization:
+                self.train_step, self._scale_states = self._build_train_step(model, self.optimizer), []
+            else:
+                self._prepare_manual_optimization(model)
             if resume is not None:
                 self._restore(*resume, train_loader)
             self._fit_start_time = time.monotonic()
@@ -313,14 +333,38 @@ class Trainer:
         self._end_epoch(epoch_complete, val_loaders, time.monotonic() - epoch_start, samples)
 
     def _train_batch(self, batch, batch_idx, n_batches):
-        """One compiled step on one batch; returns the batch size."""
+        """One training batch: the compiled step, or the module's manual steps; returns the batch size."""
         self._batch_size = batch_size_of(batch)
         self._call("on_train_batch_start", batch, batch_idx)
+        step_before = self.global_step
+        if self.module.automatic_optimization:
+            outputs = self._automatic_step(batch, batch_idx, n_batches)
+        else:
+            outputs = self._manual_training_step(batch, batch_idx)
+        step_metrics = {f"train_{name}": value for name, value in outputs.items()}
+        for name, value in step_metrics.items():
+            self._train_means.add(name, value, self._batch_size)
+        self.callback_metrics.update(step_metrics)
+        if "loss" in outputs:
+            self.progress_bar_metrics["train_loss"] = outputs["loss"]
+        if self.global_step // self.log_every_n_steps > step_before // self.log_every_n_steps:  # a multiple passed
+            self.log_metrics({**step_metrics, **self._scale_metrics()})
+        if self.global_step > step_before:
+            self._step_schedulers("step")
+        self._batches_done = batch_idx + 1  # a checkpoint saved from on_train_batch_end resumes after this batch
+        self._total_batches += 1
+        self._log_target = self._train_means
+        self._call("on_train_batch_end", outputs, batch, batch_idx)
+        self._log_target = None
+        return self._batch_size
+
+    def _automatic_step(self, batch, batch_idx, n_batches):
+        """The compiled step: forward, backward and (on update batches) the optimizer; returns its outputs as floats."""
         k = self.accumulate_grad_batches
         is_update = k == 1 or (batch_idx + 1) % k == 0 or batch_idx + 1 == n_batches
         if is_update:
             self._call("on_before_optimizer_step", self.optimizer)
-        out, finite, scale = self._run_train_step(is_update, batch)
+        out, finite, scale = self._run_train_step(self.train_step, is_update, batch)
         outputs = {name: to_float(v, name) for name, v in (out.items() if isinstance(out, dict) else [("loss", out)])}
         if is_update:
             self.global_step += 1
@@ -329,45 +373,78 @@ class Trainer:
             self.loss_scale_value = to_float(scale)
         elif not self.diverged:  # without loss scaling nothing skips a non-finite step: its update poisons the weights
             self._check_finite_loss(outputs["loss"], batch_idx)
-        step_metrics = {f"train_{name}": value for name, value in outputs.items()}
-        for name, value in step_metrics.items():
-            self._train_means.add(name, value, self._batch_size)
-        self.callback_metrics.update(step_metrics)
-        self.progress_bar_metrics["train_loss"] = outputs["loss"]
-        if is_update and self.global_step % self.log_every_n_steps == 0:
-            self.log_metrics({**step_metrics, **self._scale_metrics()})
-        if is_update:
-            self._step_schedulers("step")
-        self._batches_done = batch_idx + 1  # a checkpoint saved from on_train_batch_end resumes after this batch
-        self._log_target = self._train_means
-        self._call("on_train_batch_end", outputs, batch, batch_idx)
-        self._log_target = None
-        return self._batch_size
+        return outputs
 
-    def _run_train_step(self, is_update, batch):
+    def _manual_training_step(self, batch, batch_idx):
+        """Manual optimization: the module's ``training_step(batch, batch_idx)`` runs here on the host and updates
+        through ``manual_step``; it may return nothing, a loss or a dict of scalars (logged as train_<name>)."""
+        self._log_target, self._manual_batch_idx = self._train_means, batch_idx
+        self._step_logging_defaults = True  # self.log in training_step: on_step=True, on_epoch=False (Lightning's)
+        try:
+            out = self.module.training_step(batch, batch_idx)
+        finally:
+            self._log_target, self._step_logging_defaults = None, False
+        if out is None:
+            return {}
+        return {name: to_float(v, name) for name, v in (out.items() if isinstance(out, dict) else [("loss", out)])}
+
+    def manual_step(self, optimizer, loss_fn, inputs):
+        """``Module.manual_step``: one compiled update of ``optimizer``'s parameters by the gradients of
+        ``loss_fn(*inputs)`` with respect to them (clipping, loss scaling and precision as configured); returns the
+        loss Tensor. One graph per (optimizer, loss_fn): pass the same function object every step, and everything
+        that changes between steps as ``inputs`` (Tensors), never captured in a closure (it would be a constant)."""
+        if self.state != "fit" or self.module is None or self.module.automatic_optimization:
+            raise MisconfigurationError("manual_step() is for manual optimization: call it from training_step with "
+                                        "self.automatic_optimization = False set in the module's __init__")
+        index = next((i for i, opt in enumerate(self.optimizers) if opt is optimizer), None)
+        if index is None:
+            raise MisconfigurationError(f"manual_step() got a {type(optimizer).__name__} that configure_optimizers() "
+                                        "did not return; pass one of self.optimizers()")
+        key = (index, loss_fn)
+        step = self._manual_steps.get(key)
+        if step is None:
+            step = self._build_train_step(self.module, optimizer, loss_fn=loss_fn,
+                                          scale_state=self._scale_states[index])
+            self._manual_steps[key] = step
+            if len(self._manual_steps) == 4 * len(self.optimizers) + 1:
+                warnings.warn(f"manual_step() has compiled {len(self._manual_steps)} graphs: pass the same loss_fn "
+                              "object each step (a method, or a function defined once), not a new lambda", stacklevel=3)
+        self._call("on_before_optimizer_step", optimizer)
+        out, finite, scale = self._run_train_step(step, True, tuple(inputs))
+        loss = out["loss"] if isinstance(out, dict) else out
+        self.global_step += 1
+        self.skipped_steps += 0 if bool(finite.asnumpy()) else 1
+        if self.loss_scale_config is not None:
+            self.loss_scale_values[index] = to_float(scale)
+        elif not self.diverged:
+            self._check_finite_loss(to_float(loss, "loss"), self._manual_batch_idx)
+        return loss
+
+    def _run_train_step(self, step, is_update, batch):
         batch = ms.mutable(batch)  # a plain tuple of Tensors would be compiled in as constants
         if self.accumulate_grad_batches > 1:
             is_update = Tensor(is_update, ms.bool_)
-        if self.train_step.has_run:
-            return self.train_step(is_update, batch)
+        if step.has_run:
+            return step(is_update, batch)
+        what = "training_step" if step.loss_fn is None else f"manual_step's loss_fn {_name(step.loss_fn)}"
         try:
             with compile_report():
-                result = self.train_step(is_update, batch)
+                result = step(is_update, batch)
         except Exception as err:  # the first call compiles: turn MindSpore's report into one line
             if os.environ.get("MSFORGE_TRACEBACK"):
                 raise
             first = next((ln.strip() for ln in str(err).splitlines() if ln.strip()), type(err).__name__)
             hint = " Run with Trainer(mode='pynative') to find the line." if self.mode == "graph" else ""
             raise MisconfigurationError(
-                f"training_step of {type(self.module).__name__} failed in its first step ({type(err).__name__}: "
+                f"{what} of {type(self.module).__name__} failed in its first step ({type(err).__name__}: "
                 f"{first}); it must return a loss Tensor or a dict with a 'loss' Tensor.{hint} MSFORGE_TRACEBACK=1 "
                 "shows MindSpore's whole report") from None
         out = result[0]
         if not (isinstance(out, Tensor) or (isinstance(out, dict) and isinstance(out.get("loss"), Tensor))):
             got = f"a dict with keys {sorted(out)}" if isinstance(out, dict) else f"a {type(out).__name__}"
-            raise MisconfigurationError(f"training_step of {type(self.module).__name__} returned {got}; return the "
+            raise MisconfigurationError(f"{what} of {type(self.module).__name__} returned {got}; return the "
                                         "loss Tensor or a dict with a 'loss' Tensor (and more scalar Tensors)")
-        self.train_step.has_run = True
+        step.has_run = True
         return result
 
     def _check_finite_loss(self, loss, batch_idx):
@@ -405,7 +482,11 @@ class Trainer:
     def _scale_metrics(self):
         if self.loss_scale_config is None:
             return {}
-        return {"loss_scale": self.loss_scale_value, "skipped_steps": float(self.skipped_steps)}
+        if self.module.automatic_optimization:
+            scales = {"loss_scale": self.loss_scale_value}
+        else:  # one scale per optimizer
+            scales = {f"loss_scale/optimizer_{i}": v for i, v in enumerate(self.loss_scale_values) if v is not None}
+        return {**scales, "skipped_steps": float(self.skipped_steps)}
 
     def _stop_requested(self):
         return self._interrupt_pending() or self._fit_done()
@@ -439,7 +520,11 @@ class Trainer:
     def _val_due_after(self, batch_idx, n_batches):
         """Mid-epoch validation from val_check_interval (an int = every N batches, a float = fraction of epoch)."""
         interval = self.val_check_interval
-        if interval is None or self.overfit_batches or batch_idx + 1 >= n_batches:
+        if interval is None or self.overfit_batches:
+            return False
+        if self.check_val_every_n_epoch is None:  # Lightning: every `interval` batches counted across epochs
+            return self._total_batches % int(interval) == 0
+        if batch_idx + 1 >= n_batches:
             return False
         if isinstance(interval, float):
             return batch_idx + 1 in mid_epoch_val_points(n_batches, interval) and self._val_epoch_due()
@@ -453,6 +538,8 @@ class Trainer:
         return every is not None and (self.current_epoch + 1) % every == 0
 
     def _step_schedulers(self, interval):
+        if not self.module.automatic_optimization:
+            return  # manual optimization: the module steps its schedulers itself, as in Lightning
         for config in self.lr_schedulers:
             if config["interval"] != interval:
                 continue
@@ -463,11 +550,18 @@ class Trainer:
             if isinstance(scheduler, ReduceLROnPlateau):
                 monitor = config.get("monitor") or "val_loss"
                 if monitor not in self.callback_metrics:
-                    if interval == "step":
+                    if interval == "step" and not self._validated:
                         continue  # no validation yet this early in training
-                    raise MisconfigurationError(
-                        f"ReduceLROnPlateau monitors {monitor!r}, which is not among the logged metrics "
-                        f"{sorted(self.callback_metrics)}; log it or change lr_scheduler's 'monitor'")
+                    message = (f"ReduceLROnPlateau monitors {monitor!r}, which is not among the logged metrics "
+                               f"{sorted(self.callback_metrics)}")
+                    if config.get("strict", True):  # Lightning's strict: a missing monitor is an error...
+                        raise MisconfigurationError(f"{message}; log it, change lr_scheduler's 'monitor' or set "
+                                                    "'strict': False to skip the scheduler's step")
+                    if monitor not in self._warned_monitors:  # ...or, strict=False, a warning and no step
+                        self._warned_monitors.add(monitor)
+                        warnings.warn(f"{message}: the scheduler's step is skipped (strict=False)", RuntimeWarning,
+                                      stacklevel=2)
+                    continue
                 scheduler.step(self.callback_metrics[monitor])
             else:
                 scheduler.step()
@@ -518,6 +612,7 @@ class Trainer:
             suffix = "" if len(loaders) == 1 else f"/dataloader_idx_{dl_idx}"
             results.append({f"{k}{suffix}": v for k, v in self._reduce_means(m).items()})
         if stage != "predict" and not self.sanity_checking:
+            self._validated = self._validated or stage == "validation"
             merged = {k: v for r in results for k, v in r.items()}
             self.callback_metrics.update(merged)
             self.progress_bar_metrics.update({k: v for k, v in merged.items() if k in self._prog_bar_names})
@@ -541,8 +636,11 @@ class Trainer:
     # == logging ======================================================================================================
     _prog_bar_names = set()
 
-    def log_from_module(self, name, value, prog_bar=False, on_step=False, on_epoch=True, batch_size=None):
-        """Where ``Module.log`` lands: step values go to the loggers now, epoch values into the running means."""
+    def log_from_module(self, name, value, prog_bar=False, on_step=None, on_epoch=None, batch_size=None):
+        """Where ``Module.log`` lands: step values go to the loggers now, epoch values into the running means.
+        Defaults as Lightning's: per step in a (manual optimization) training_step, per epoch everywhere else."""
+        on_step = self._step_logging_defaults if on_step is None else on_step
+        on_epoch = not self._step_logging_defaults if on_epoch is None else on_epoch
         value = to_float(value, name)
         if prog_bar:
             self._prog_bar_names = self._prog_bar_names | {name}
@@ -583,7 +681,7 @@ class Trainer:
     def _check_module(self, model, training=True):
         if not isinstance(model, Module):
             raise MisconfigurationError(f"the model must be an msforge.Module, got {type(model).__name__}")
-        if training and self.mode == "graph":
+        if training and self.mode == "graph" and model.automatic_optimization:  # manual: training_step is host code
             line = find_self_call(type(model).training_step)
             if line is not None:
                 raise MisconfigurationError(
@@ -636,51 +734,88 @@ class Trainer:
                                          device_num=self.world_size)
 
     def _configure_optimizers(self, model):
+        """``configure_optimizers()``'s answer in any of Lightning's forms -> ``([optimizer, ...], [scheduler entry])``:
+        an optimizer; a dict with "optimizer" and "lr_scheduler"; a list of optimizers or of such dicts; or
+        ``([optimizers], [schedulers])``."""
         config = model.configure_optimizers()
-        schedulers = []
-        if isinstance(config, (tuple, list)) and len(config) == 2 and isinstance(config[0], (tuple, list)):
+        name = type(model).__name__
+        if isinstance(config, (tuple, list)) and len(config) == 2 and all(isinstance(c, (tuple, list)) for c in config):
             optimizers, scheds = config  # Lightning's ([optimizer], [scheduler]) form
-            config = {"optimizer": optimizers[0], "lr_scheduler": scheds[0] if scheds else None}
-        if isinstance(config, dict):
-            if "optimizer" not in config:
-                raise MisconfigurationError(f"configure_optimizers() returned a dict without 'optimizer': "
-                                            f"keys {sorted(config)}")
-            optimizer, sched = config["optimizer"], config.get("lr_scheduler")
-            if sched is not None:
-                sched = sched if isinstance(sched, dict) else {"scheduler": sched}
-                unknown = set(sched) - {"scheduler", "interval", "frequency", "monitor", "name", "strict"}
-                if unknown:
-                    raise MisconfigurationError(f"lr_scheduler has unknown keys {sorted(unknown)}; valid: scheduler, "
-                                                "interval, frequency, monitor, name, strict")
-                entry = {"interval": "epoch", "frequency": 1, "monitor": None, **sched}
-                choice("lr_scheduler interval", entry["interval"], ("epoch", "step"))
-                frequency = entry["frequency"]
-                if isinstance(frequency, bool) or not isinstance(frequency, int) or frequency < 1:
-                    raise MisconfigurationError(f"lr_scheduler frequency={frequency!r}: must be an int >= 1 (steps "
-                                                "or epochs between scheduler steps)", key="frequency")
-                schedulers.append(entry)
+            items = [{"optimizer": opt} for opt in optimizers] + [{"lr_scheduler": sch} for sch in scheds]
+        elif isinstance(config, (tuple, list)):
+            items = [c if isinstance(c, dict) else {"optimizer": c} for c in config]
         else:
-            optimizer = config
-        if not isinstance(optimizer, nn.Optimizer):
+            items = [config if isinstance(config, dict) else {"optimizer": config}]
+        optimizers, schedulers = [], []
+        for item in items:
+            if not set(item) & {"optimizer", "lr_scheduler"}:
+                raise MisconfigurationError(f"configure_optimizers() of {name} returned a dict without 'optimizer': "
+                                            f"keys {sorted(item)}")
+            if "optimizer" in item:
+                optimizers.append(item["optimizer"])
+            if item.get("lr_scheduler") is not None:
+                schedulers.append(self._scheduler_entry(item["lr_scheduler"]))
+        for optimizer in optimizers:
+            if not isinstance(optimizer, nn.Optimizer):
+                raise MisconfigurationError(
+                    f"configure_optimizers() of {name} returned {type(optimizer).__name__}; return a mindspore.nn "
+                    "optimizer or {'optimizer': opt, 'lr_scheduler': ...}")
+        if not optimizers:
+            raise MisconfigurationError(f"configure_optimizers() of {name} returned no optimizer")
+        if len(optimizers) > 1 and model.automatic_optimization:
             raise MisconfigurationError(
-                f"configure_optimizers() of {type(model).__name__} returned {type(optimizer).__name__}; return a "
-                "mindspore.nn optimizer or {'optimizer': opt, 'lr_scheduler': ...}")
-        return optimizer, schedulers
+                f"configure_optimizers() of {name} returned {len(optimizers)} optimizers; several optimizers need "
+                "manual optimization: set self.automatic_optimization = False in __init__ and update each with "
+                "self.manual_step(optimizer, loss_fn, *inputs) in training_step(batch, batch_idx)")
+        return optimizers, schedulers
 
-    def _build_train_step(self, model, optimizer):
-        dtype = PRECISIONS[self.precision]
-        if dtype is not None:
-            ms.amp.auto_mixed_precision(model, "O2", dtype=dtype)
+    @staticmethod
+    def _scheduler_entry(sched):
+        sched = sched if isinstance(sched, dict) else {"scheduler": sched}
+        unknown = set(sched) - {"scheduler", "interval", "frequency", "monitor", "name", "strict"}
+        if unknown:
+            raise MisconfigurationError(f"lr_scheduler has unknown keys {sorted(unknown)}; valid: scheduler, "
+                                        "interval, frequency, monitor, name, strict")
+        entry = {"interval": "epoch", "frequency": 1, "monitor": None, "strict": True, **sched}
+        choice("lr_scheduler interval", entry["interval"], ("epoch", "step"))
+        if not isinstance(entry["strict"], bool):
+            raise MisconfigurationError(f"lr_scheduler strict={entry['strict']!r}: must be True or False", key="strict")
+        frequency = entry["frequency"]
+        if isinstance(frequency, bool) or not isinstance(frequency, int) or frequency < 1:
+            raise MisconfigurationError(f"lr_scheduler frequency={frequency!r}: must be an int >= 1 (steps "
+                                        "or epochs between scheduler steps)", key="frequency")
+        return entry
+
+    def _build_train_step(self, model, optimizer, loss_fn=None, scale_state=None):
+        if not getattr(model, "_msforge_precision_applied", False):  # once per module, whichever step comes first
+            dtype = PRECISIONS[self.precision]
+            if dtype is not None:
+                ms.amp.auto_mixed_precision(model, "O2", dtype=dtype)
+            model._msforge_precision_applied = True
         reducer = None
         if self.distributed and self.world_size > 1:
             reducer = nn.DistributedGradReducer(optimizer.parameters, mean=True, degree=self.world_size)
         step = TrainStep(model, optimizer, accumulate_grad_batches=self.accumulate_grad_batches,
                          gradient_clip_val=self.gradient_clip_val,
                          gradient_clip_algorithm=self.gradient_clip_algorithm,
-                         loss_scale=self.loss_scale_config, grad_reducer=reducer)
+                         loss_scale=self.loss_scale_config, grad_reducer=reducer, loss_fn=loss_fn,
+                         scale_state=scale_state)
         step.set_train(True)
         step.has_run = False
         return step
+
+    def _prepare_manual_optimization(self, model):
+        """Manual optimization: steps are compiled on first use by ``manual_step``; what a checkpoint holds of them
+        (each optimizer's loss scale) exists from the start so a resume can restore it."""
+        if self.accumulate_grad_batches > 1:
+            raise MisconfigurationError(f"accumulate_grad_batches={self.accumulate_grad_batches} with manual "
+                                        "optimization: accumulate in training_step yourself, or use automatic "
+                                        "optimization")
+        self.train_step, self._manual_steps = None, {}
+        config = self.loss_scale_config
+        self._scale_states = [LossScaleState(config, prefix=f"optimizer_{i}.") if config is not None else None
+                              for i in range(len(self.optimizers))]
+        self.loss_scale_values = [None] * len(self.optimizers)
 
     # == data =========================================================================================================
     def _train_loader(self, train_dataloaders, datamodule):
@@ -694,6 +829,13 @@ class Trainer:
         if self.num_training_batches == 0:
             raise MisconfigurationError("the training dataloader gives no batches (check its length and "
                                         "limit_train_batches)")
+        interval, n = self.val_check_interval, self.num_training_batches
+        if (isinstance(interval, int) and not isinstance(interval, bool) and self.check_val_every_n_epoch is not None
+                and not math.isinf(n) and interval > n and not self.overfit_batches):  # Lightning refuses it too
+            raise MisconfigurationError(
+                f"val_check_interval={interval} is more than the {n} training batches of an epoch, so it would never "
+                f"come round; use at most {n}, a float fraction of the epoch, or check_val_every_n_epoch=None to "
+                "count batches across epochs", key="val_check_interval")
         return loader
 
     def _loaders(self, kind, given, datamodule, required=True):
@@ -718,8 +860,31 @@ class Trainer:
             return path
         state = self._checkpoint_state(weights_only)
         self._call("on_save_checkpoint", state)
-        cell = self.module if weights_only or self.train_step is None else self.train_step
-        return ckpt_io.save(path, ckpt_io.named_params(cell), state)
+        return ckpt_io.save(path, self._checkpoint_params(weights_only), state)
+
+    def _checkpoint_params(self, weights_only=False, with_callbacks=True):
+        """``[(name, Parameter)]`` a checkpoint file holds, and a resume restores: the module's weights (weights only),
+        or the whole training state: automatic optimization's step cell (weights, optimizer, loss scale), or under
+        manual optimization the weights and each optimizer's own state as ``optimizer_<i>.<name>``. Callbacks'
+        ``checkpoint_parameters`` add names or hold the Parameter stored under a weight's name (averaged weights)."""
+        if weights_only or (self.train_step is None and not self._scale_states):
+            params = dict(ckpt_io.named_params(self.module))
+        elif self.train_step is not None:
+            params = dict(ckpt_io.named_params(self.train_step))
+        else:
+            params = dict(ckpt_io.named_params(self.module))
+            weights = {id(p) for p in params.values()}
+            for i, (optimizer, scale) in enumerate(zip(self.optimizers, self._scale_states)):
+                cells = [optimizer] + ([scale] if scale is not None else [])
+                for cell in cells:
+                    for name, p in ckpt_io.named_params(cell):
+                        if id(p) not in weights:
+                            params[name if cell is scale else f"optimizer_{i}.{name}"] = p
+        for cb in self.callbacks if with_callbacks else []:
+            for name, p in cb.checkpoint_parameters(self, self.module):
+                if name in params or not weights_only:
+                    params[name] = p
+        return list(params.items())
 
     def _checkpoint_state(self, weights_only):
         epoch_done = self._epoch_done
@@ -729,6 +894,7 @@ class Trainer:
             "epoch": self.current_epoch + (1 if epoch_done else 0),
             "global_step": self.global_step,
             "batches_done": 0 if epoch_done else self._batches_done,
+            "total_batches": self._total_batches,
             "skipped_steps": self.skipped_steps,
             "train_means": EpochMeans().state_dict() if epoch_done else self._train_means.state_dict(),
             "callback_metrics": dict(self.callback_metrics),  # what schedulers/callbacks read next (e.g. val_loss)
@@ -786,11 +952,11 @@ class Trainer:
     def _restore(self, path, params, state, train_loader):
         """Put the trainer, step cell, schedulers, callbacks and data back where the checkpoint was taken."""
         self._check_resumable(path, params, state)
-        targets = ckpt_io.named_params(self.train_step)
-        try:
-            ckpt_io.check_match(path, params, targets)
+        try:  # callbacks' own names may be missing (a checkpoint saved without them): they handle that on load
+            ckpt_io.check_match(path, params, self._checkpoint_params(with_callbacks=False))
         except ckpt_io.CheckpointError as err:
             raise MisconfigurationError(str(err)) from None
+        targets = self._checkpoint_params()
         changed = ckpt_io.changed_hparams(state.get("hparams"), getattr(self.module, "hparams", None))
         if changed:  # e.g. a new learning rate to fine-tune with is legitimate, but the resume is no longer exact
             warnings.warn(f"resuming from {path} with hyper-parameters that differ from the checkpoint's: "
@@ -800,6 +966,8 @@ class Trainer:
         self.global_step = state["global_step"]
         self.skipped_steps = state.get("skipped_steps", 0)
         self._resume_batches = self._batches_done = state["batches_done"]
+        self._total_batches = state.get("total_batches", self.current_epoch * self.num_training_batches
+                                        + self._batches_done)
         self._train_means.load_state_dict(state["train_means"])
         self.callback_metrics.update(state.get("callback_metrics", {}))
         if len(state.get("lr_schedulers", [])) != len(self.lr_schedulers):
@@ -906,6 +1074,45 @@ def mid_epoch_val_points(n_batches, fraction):
         return frozenset(b for b in range(1, n_batches) if b < n_batches - step / 2)
     points = (math.floor(k * step + 1e-9) for k in range(1, math.ceil(1 / fraction) + 1))  # 1e-9: 0.3 * 10 * 3
     return frozenset(p for p in points if p < n_batches - step / 2)
+
+
+def _name(fn):
+    return getattr(fn, "__qualname__", None) or type(fn).__name__
+
+
+def default_callbacks_package():
+    """The ``callbacks`` package installed beside msforge, found by its folder: a user's own ``callbacks.py`` earlier on
+    ``sys.path`` (the working folder) must neither replace the Trainer's defaults nor break ``Trainer()``."""
+    import importlib
+    import importlib.util
+
+    folder = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "callbacks")
+
+    def ours(module_or_spec):
+        origin = getattr(module_or_spec, "__file__", None) or getattr(module_or_spec, "origin", None) or ""
+        return os.path.dirname(os.path.abspath(origin)) == folder
+
+    loaded = sys.modules.get("callbacks")
+    if loaded is not None:
+        if ours(loaded):
+            return loaded
+    else:
+        try:
+            spec = importlib.util.find_spec("callbacks")
+        except (ImportError, ValueError):
+            spec = None
+        if spec is not None and ours(spec):
+            return importlib.import_module("callbacks")
+    if not os.path.isfile(os.path.join(folder, "__init__.py")):
+        raise MisconfigurationError(f"msforge's callbacks package is missing from {folder}; reinstall msforge")
+    private = "msforge_default_callbacks"  # shadowed: load ours under a name of its own (its imports are relative)
+    if private not in sys.modules:
+        spec = importlib.util.spec_from_file_location(private, os.path.join(folder, "__init__.py"),
+                                                      submodule_search_locations=[folder])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[private] = module
+        spec.loader.exec_module(module)
+    return sys.modules[private]
 
 
 def _version(package):
