@@ -48,13 +48,15 @@ __all__ = ["VideoPredictionModule", "LOSSES", "canonical_loss", "BASE_ARGUMENTS"
 DEFAULT_FRAME_SHAPE = (1, 64, 64)  # (C, H, W) of Moving MNIST
 
 # canonical name -> the names accepted for it ("mae", "mse+mae": ConvLSTMModule's spellings before the base class)
-LOSSES = {"mse": ("mse", "l2"), "l1": ("l1", "mae"), "l1+l2": ("l1+l2", "mse+mae")}
+LOSSES = {"mse": ("mse", "l2"), "l1": ("l1", "mae"), "l1+l2": ("l1+l2", "mse+mae"), "bce": ("bce",)}
+BCE_EPS = 1e-6  # predictions are clamped to [eps, 1 - eps] inside the binary cross-entropy
 _LOSS_ALIASES = {alias: name for name, aliases in LOSSES.items() for alias in aliases}
 RESERVED_OUTPUTS = ("loss", "mse", "mae")  # training_step's own keys; extra losses take other names
 
 
 def canonical_loss(loss):
-    """``"mse"``, ``"l1"`` or ``"l1+l2"`` for any accepted spelling of ``loss``; one-line ValueError otherwise."""
+    """``"mse"``, ``"l1"``, ``"l1+l2"`` or ``"bce"`` for any accepted spelling of ``loss``; one-line ValueError
+    otherwise."""
     if not isinstance(loss, str) or loss not in _LOSS_ALIASES:
         raise ValueError(f"loss={loss!r}: expected one of {', '.join(map(repr, _LOSS_ALIASES))}")
     return _LOSS_ALIASES[loss]
@@ -165,8 +167,9 @@ class VideoPredictionModule(Module):
     ``super().__init__(**kwargs)`` first, and ``construct(self, inputs)``.
 
     ``lr``, ``weight_decay``: Adam's, constant unless :meth:`lr_scheduler` returns a scheduler.
-    ``loss``: the training loss, "mse" (mean squared error over all elements), "l1" (mean absolute error) or "l1+l2"
-    (their sum); "mae" and "mse+mae" are accepted for "l1" and "l1+l2" (and "l2" for "mse"). Also ``val_loss``.
+    ``loss``: the training loss, "mse" (mean squared error over all elements), "l1" (mean absolute error), "l1+l2"
+    (their sum) or "bce" (binary cross-entropy of the pixels, for a model whose outputs lie in (0, 1), e.g. after a
+    sigmoid); "mae" and "mse+mae" are accepted for "l1" and "l1+l2" (and "l2" for "mse"). Also ``val_loss``.
     ``in_frames``, ``out_frames``, ``frame_shape`` (C, H, W): the clip the model is built for, read by subclasses as
     ``self.in_frames``, ``self.out_frames``, ``self.frame_shape``; validation, test and predict batches are checked
     against them.
@@ -174,8 +177,10 @@ class VideoPredictionModule(Module):
     ``training_step`` returns ``{"loss", "mse", "mae", <extra losses>}``: the loss with the extra terms added, MSE and
     MAE as per-frame sums over pixels averaged over frames (``msforge.metrics``' definition, on unclipped
     predictions, so ``train_mse`` compares with ``val_mse``) and each extra term (logged as ``train_<name>``).
-    Validation and test metrics, ``val_loss`` included (without extra terms), are computed on predictions clipped to
-    [0, 1]. The test stage also logs ``test_mse_frame_<k>``, the MSE of the k-th predicted frame (k = 1 ..
+    Validation and test metrics are those of published tables (OpenSTL's): MSE, MAE and ``val_loss`` (without extra
+    terms) of the raw predictions, SSIM and PSNR of predictions clipped to [0, 1]; ``<stage>_mse_clipped`` and
+    ``<stage>_mae_clipped`` give MSE and MAE of the clipped frames too. The test stage also logs
+    ``test_mse_frame_<k>``, the MSE of the k-th predicted frame (k = 1 ..
     out_frames, zero-padded to the digits of out_frames: see :func:`per_frame_key`), which experiments/run.py writes to
     ``test_metrics.json`` with the other test metrics.
     """
@@ -258,6 +263,9 @@ class VideoPredictionModule(Module):
             return ops.mean(err * err)
         if self.loss_name == "l1":
             return ops.mean(ops.abs(err))
+        if self.loss_name == "bce":  # pixels as probabilities (Shi et al. 2015 trained ConvLSTM so): outputs in (0, 1)
+            p = ops.clamp(predictions, BCE_EPS, 1.0 - BCE_EPS)
+            return -ops.mean(targets * ops.log(p) + (1.0 - targets) * ops.log(1.0 - p))
         return ops.mean(err * err) + ops.mean(ops.abs(err))
 
     # -- steps -------------------------------------------------------------------------------------------------------
@@ -302,21 +310,24 @@ class VideoPredictionModule(Module):
         inputs, targets = self.split_batch(batch)
         targets = _numpy(targets)
         self.check_batch(inputs, targets)
-        predictions = self.predict_frames(inputs)
-        if predictions.shape != targets.shape:
-            raise ValueError(f"{type(self).__name__}.construct returned predictions of shape {predictions.shape} for "
+        raw = _numpy(self(_tensor(inputs)))
+        if raw.shape != targets.shape:
+            raise ValueError(f"{type(self).__name__}.construct returned predictions of shape {raw.shape} for "
                              f"targets of shape {targets.shape}; it must return (N, out_frames={self.out_frames}, "
                              f"{', '.join(map(str, self.frame_shape))})")
         batch_size = targets.shape[0]
         if prefix == "val":
-            loss = float(self.compute_loss(Tensor(predictions), Tensor(targets.astype(np.float32))).asnumpy())
+            loss = float(self.compute_loss(Tensor(raw), Tensor(targets.astype(np.float32))).asnumpy())
             self.log("val_loss", loss, prog_bar=True, batch_size=batch_size)
-        values = metrics.video_metrics(predictions, targets)
-        for name in ("mse", "mae", "ssim", "psnr"):
+        # as published tables (OpenSTL's metric()): MSE/MAE of the raw outputs, SSIM/PSNR of outputs clipped to [0, 1]
+        values = metrics.video_metrics(raw, targets)
+        clipped = np.clip(raw, 0.0, 1.0)  # what the frames show: the other MSE/MAE figure
+        values.update(mse_clipped=metrics.mse(clipped, targets), mae_clipped=metrics.mae(clipped, targets))
+        for name in ("mse", "mae", "ssim", "psnr", "mse_clipped", "mae_clipped"):
             self.log(f"{prefix}_{name}", values[name], prog_bar=prefix == "test" and name == "mse",
                      batch_size=batch_size)
         if prefix == "test":  # the error curve over the forecast horizon
-            for k, value in enumerate(metrics.per_frame("mse", predictions, targets), start=1):
+            for k, value in enumerate(metrics.per_frame("mse", raw, targets), start=1):
                 self.log(per_frame_key(k, self.out_frames), float(value), batch_size=batch_size)
         return values
 

@@ -93,6 +93,15 @@ def test_compiled_training_step_loss_and_metrics_match_numpy(loss, reference):
     np.testing.assert_allclose(float(out["mae"].asnumpy()), metrics.mae(err, 0 * err), rtol=1e-5)
 
 
+def test_bce_loss_is_the_binary_cross_entropy_of_the_pixels():
+    module = Scaled(scale=0.7, loss="bce", in_frames=2, out_frames=3, frame_shape=SHAPE)
+    inputs, targets = clips()
+    out = CompiledStep(module)(Tensor(inputs), Tensor(targets))
+    p = np.clip(scaled_predictions(inputs, 3, 0.7).astype(np.float64), 1e-6, 1 - 1e-6)
+    reference = -np.mean(targets * np.log(p) + (1 - targets) * np.log(1 - p))
+    np.testing.assert_allclose(float(out["loss"].asnumpy()), reference, rtol=1e-4)
+
+
 @pytest.mark.parametrize("bad", ["l3", "MSE", "", None, 2])
 def test_unknown_loss_is_a_one_line_error_naming_it(bad):
     with pytest.raises(ValueError) as err:
@@ -125,11 +134,11 @@ def test_an_extra_loss_may_not_take_a_name_of_the_step_outputs():
 
 
 class Clips(DataModule):
-    """Tiny random clips: (inputs, targets) of 2 and 3 frames of SHAPE."""
+    """Tiny random clips: (inputs, targets) of 2 and 3 frames of SHAPE; ``gain`` scales the inputs."""
 
-    def __init__(self, n=8, batch_size=4):
+    def __init__(self, n=8, batch_size=4, gain=1.0):
         inputs, targets = clips(batch=n, seed=2)
-        self.samples = list(zip(inputs, targets))
+        self.samples = list(zip(inputs * np.float32(gain), targets))
         self.batch_size = batch_size
 
     def train_dataloader(self):
@@ -150,13 +159,20 @@ def test_trainer_logs_extra_losses_and_per_frame_test_mse(tmp_path):
     scale = float(module.scale.asnumpy())
     assert scale != 0.5 and np.isclose(logged["train_scale_penalty"], scale ** 2, rtol=0.2)
 
-    results = trainer.test(module, datamodule=Clips(), verbose=False)[0]
+    results = trainer.test(module, datamodule=Clips(gain=4.0), verbose=False)[0]  # predictions above 1 too
     inputs, targets = clips(batch=8, seed=2)
-    pred = np.clip(scaled_predictions(inputs, 3, scale), 0, 1)
-    curve = metrics.per_frame("mse", pred, targets)
+    raw = scaled_predictions(inputs * np.float32(4.0), 3, scale)
+    pred = np.clip(raw, 0, 1)
+    assert not np.array_equal(raw, pred)  # some outputs leave [0, 1]: the two MSE figures differ
+    # MSE/MAE of the raw outputs as published tables; SSIM of the clipped frames; the clipped MSE/MAE beside
+    curve = metrics.per_frame("mse", raw, targets)
     assert [per_frame_key(k, 3) for k in (1, 2, 3)] == ["test_mse_frame_1", "test_mse_frame_2", "test_mse_frame_3"]
     np.testing.assert_allclose([results[f"test_mse_frame_{k}"] for k in (1, 2, 3)], curve, rtol=1e-5)
     np.testing.assert_allclose(results["test_mse"], curve.mean(), rtol=1e-5)
+    np.testing.assert_allclose(results["test_mae"], metrics.mae(raw, targets), rtol=1e-5)
+    np.testing.assert_allclose(results["test_mse_clipped"], metrics.mse(pred, targets), rtol=1e-5)
+    np.testing.assert_allclose(results["test_mae_clipped"], metrics.mae(pred, targets), rtol=1e-5)
+    assert results["test_mse_clipped"] < results["test_mse"]
     np.testing.assert_allclose(results["test_ssim"], metrics.ssim(pred, targets), rtol=1e-5)
     assert per_frame_key(7, 10) == "test_mse_frame_07" and per_frame_key(10, 10) == "test_mse_frame_10"
 
