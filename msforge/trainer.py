@@ -235,6 +235,8 @@ class Trainer:
             self.optimizers, self.lr_schedulers = self._configure_optimizers(model)
             self.optimizer = self.optimizers[0]
             self._validated, self._warned_monitors = False, set()
+            if PRECISIONS[self.precision] is not None:  # once, for every step compiled from here on
+                ms.amp.auto_mixed_precision(model, "O2", dtype=PRECISIONS[self.precision])
             if model.automatic_optimization:
                 self.train_step, self._scale_states = self._build_train_step(model, self.optimizer), []
             else:
@@ -787,11 +789,6 @@ class Trainer:
         return entry
 
     def _build_train_step(self, model, optimizer, loss_fn=None, scale_state=None):
-        if not getattr(model, "_msforge_precision_applied", False):  # once per module, whichever step comes first
-            dtype = PRECISIONS[self.precision]
-            if dtype is not None:
-                ms.amp.auto_mixed_precision(model, "O2", dtype=dtype)
-            model._msforge_precision_applied = True
         reducer = None
         if self.distributed and self.world_size > 1:
             reducer = nn.DistributedGradReducer(optimizer.parameters, mean=True, degree=self.world_size)
@@ -867,12 +864,9 @@ class Trainer:
         or the whole training state: automatic optimization's step cell (weights, optimizer, loss scale), or under
         manual optimization the weights and each optimizer's own state as ``optimizer_<i>.<name>``. Callbacks'
         ``checkpoint_parameters`` add names or hold the Parameter stored under a weight's name (averaged weights)."""
-        if weights_only or (self.train_step is None and not self._scale_states):
-            params = dict(ckpt_io.named_params(self.module))
-        elif self.train_step is not None:
-            params = dict(ckpt_io.named_params(self.train_step))
-        else:
-            params = dict(ckpt_io.named_params(self.module))
+        cell = self.train_step if self.train_step is not None and not weights_only else self.module
+        params = dict(ckpt_io.named_params(cell))
+        if not weights_only and self.train_step is None and self._scale_states:  # manual optimization
             weights = {id(p) for p in params.values()}
             for i, (optimizer, scale) in enumerate(zip(self.optimizers, self._scale_states)):
                 cells = [optimizer] + ([scale] if scale is not None else [])
