@@ -6,6 +6,9 @@ the raw weights; validation sees the averaged ones (swapped in for it and back o
 averaged weights under the weights' own names (so testing or loading a checkpoint uses them) and the raw ones as
 ``ema_raw.<name>`` (so a resume continues exactly), and when fit ends the module keeps the averaged weights.
 
+With ``Trainer(steps_per_execution=N)`` the average is updated once at the end of an execution that contains a due
+step, from the weights then (the steps inside the execution are not visible to callbacks).
+
 Only trainable weights are averaged; buffers (normalisation statistics, counters) stay as trained. The update is one
 compiled graph per step over every weight.
 """
@@ -52,7 +55,8 @@ class EMAWeightAveraging(Callback):
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         step = trainer.global_step
-        if step != self._last_step and self.should_update(step):  # an optimizer step was made
+        # an optimizer step was made, one that averages among them (steps_per_execution: several steps per batch end)
+        if step != self._last_step and any(self.should_update(s) for s in range(self._last_step + 1, step + 1)):
             decay = 0.0 if self.n_averaged == 0 else self.decay
             self._average(Tensor(decay, ms.float32))
             self.n_averaged += 1

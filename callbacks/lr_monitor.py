@@ -1,7 +1,8 @@
 """LearningRateMonitor: the optimizer's learning rate as a logged metric, as Lightning's callback.
 
 Names: ``lr`` (or the ``"name"`` of the ``lr_scheduler`` config), ``lr/pg<i>`` when the optimizer has several parameter
-groups with their own rates. msforge has one optimizer per run, so Lightning's ``lr-<OptimizerName>`` adds nothing.
+groups with their own rates. With several optimizers (manual optimization) each gets its own: the ``"name"`` of its
+scheduler's config, else ``lr/optimizer_<i>`` (the index of ``configure_optimizers``' order, as in checkpoints).
 
 Step values are the rate the update *used* (read at ``on_train_batch_start``), logged at the global step of that update,
 every ``log_every_n_steps`` updates: the same x as the ``train_loss`` it produced. Epoch values are logged at
@@ -14,24 +15,27 @@ INTERVALS = ("step", "epoch", None)
 
 
 def lr_metrics(trainer):
-    """``{name: lr}`` for the trainer's optimizer (see the module docstring for the names)."""
-    optimizer = trainer.optimizer
-    if optimizer is None:
-        return {}
-    named = [c.get("name") for c in trainer.lr_schedulers if c.get("name")]
-    name = named[0] if named else "lr"
-    lrs = get_lrs(optimizer)
-    if len(lrs) == 1:
-        return {name: lrs[0]}
-    return {f"{name}/pg{i}": lr for i, lr in enumerate(lrs)}
+    """``{name: lr}`` for the trainer's optimizers (see the module docstring for the names)."""
+    optimizers = list(trainer.optimizers) or ([trainer.optimizer] if trainer.optimizer is not None else [])
+    metrics = {}
+    for i, optimizer in enumerate(optimizers):
+        named = [c.get("name") for c in trainer.lr_schedulers if c.get("name") and
+                 (len(optimizers) == 1 or getattr(c["scheduler"], "optimizer", None) is optimizer)]
+        name = named[0] if named else "lr" if len(optimizers) == 1 else f"lr/optimizer_{i}"
+        lrs = get_lrs(optimizer)
+        if len(lrs) == 1:
+            metrics[name] = lrs[0]
+        else:
+            metrics.update({f"{name}/pg{j}": lr for j, lr in enumerate(lrs)})
+    return metrics
 
 
 def step_log_due(global_step, step_before, log_every_n_steps):
     """Whether the batch that just ended made an update whose step is a logging step; returns ``(due, reason)``."""
     if global_step == step_before:
         return False, "no optimizer update in this batch (accumulating gradients)"
-    if global_step % log_every_n_steps:
-        return False, f"step {global_step} is not a multiple of log_every_n_steps={log_every_n_steps}"
+    if global_step // log_every_n_steps == step_before // log_every_n_steps:  # none passed (steps_per_execution)
+        return False, f"no multiple of log_every_n_steps={log_every_n_steps} in steps {step_before + 1}..{global_step}"
     return True, f"update at step {global_step}"
 
 

@@ -73,11 +73,14 @@ class ModelCheckpoint(Callback):
                 f"{self.train_time_interval}}}")
 
     # == decisions (pure; testable without a Trainer) ================================================================
-    def step_save_due(self, global_step, made_update, seconds_since_last):
+    def step_save_due(self, global_step, made_update, seconds_since_last, step_before=None):
+        """``step_before``: the step before the batch (or execution of several steps) that just ended."""
         if not made_update:
             return False, "this batch made no optimizer update"
-        if self.every_n_train_steps and global_step % self.every_n_train_steps == 0:
-            return True, f"step {global_step} is a multiple of every_n_train_steps={self.every_n_train_steps}"
+        every = self.every_n_train_steps
+        before = global_step - 1 if step_before is None else step_before
+        if every and global_step // every > before // every:  # a multiple was reached (several steps per execution)
+            return True, f"step {global_step // every * every} is a multiple of every_n_train_steps={every}"
         interval = self.train_time_interval
         if interval is not None and seconds_since_last is not None and seconds_since_last >= interval.total_seconds():
             return True, f"{seconds_since_last:.1f} s since the last time check (train_time_interval={interval})"
@@ -123,7 +126,8 @@ class ModelCheckpoint(Callback):
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         now = time.monotonic()
         since = None if self._last_time_checked is None else now - self._last_time_checked
-        due, _ = self.step_save_due(trainer.global_step, trainer.global_step != self._step_before, since)
+        due, _ = self.step_save_due(trainer.global_step, trainer.global_step != self._step_before, since,
+                                    self._step_before)
         if not due:
             return
         if self.train_time_interval is not None:

@@ -164,6 +164,7 @@ def check_trainer_arguments(args):
         raise MisconfigurationError(f"gradient_clip_val={clip!r}: must be a positive finite number or None",
                                     key="gradient_clip_val")
     _check_int("accumulate_grad_batches", get("accumulate_grad_batches", 1), 1)
+    _check_int("steps_per_execution", get("steps_per_execution", 1), 1)
     scale = get("loss_scale")
     numbers = scale.values() if isinstance(scale, dict) else [scale]
     if any(_is_number(v) and not math.isfinite(v) for v in numbers):

@@ -207,6 +207,32 @@ def iterate_batches(loader, limit, start=0, epoch=None):
         yield batch_idx, to_tensors(check_batch(batch))
 
 
+def group_batches(batches, full, size_for):
+    """``(batch_idx, batch)`` pairs in groups for ``Trainer(steps_per_execution=full)``: a group takes
+    ``size_for(batch_idx)`` batches from its first one on (asked when that batch arrives, so after the previous group
+    has run). A group of ``full`` batches of one shape is yielded whole; any other (cut short by the epoch's end, a
+    validation point, a batch of another shape) one batch at a time: only the 1-step and the full graph compile."""
+    group, size = [], 1
+    for item in batches:
+        if group and _shapes(item[1]) != _shapes(group[0][1]):
+            yield from ([single] for single in group)
+            group = []
+        if not group:
+            size = size_for(item[0]) if full > 1 else 1
+        group.append(item)
+        if len(group) == size:
+            if size == full:
+                yield group
+            else:
+                yield from ([single] for single in group)
+            group = []
+    yield from ([single] for single in group)
+
+
+def _shapes(batch):
+    return tuple((tuple(item.shape), item.dtype) for item in batch)
+
+
 def loader_length(loader):
     if hasattr(loader, "get_dataset_size"):
         return loader.get_dataset_size()

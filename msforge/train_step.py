@@ -89,6 +89,7 @@ class TrainStep(nn.Cell):
         self.unpack_batch = loss_fn is not None
         self.loss_fn = loss_fn
         self.grad_fn = ops.value_and_grad(self.forward, None, self.weights, has_aux=True)
+        self.grad_fn_values = ops.value_and_grad(self.forward_values, None, self.weights, has_aux=True)
         if self.accumulate > 1:
             self.accum_grads = self.weights.clone(prefix="accum_grads", init="zeros")
         if loss_scale is not None:
@@ -108,11 +109,30 @@ class TrainStep(nn.Cell):
             loss = loss * factor
         return loss, out
 
+    def forward_values(self, batch, factor):
+        """``forward`` with a dict output as the tuple of its values (in its key order): MultiStep's aux. (Unrolled N
+        times in one graph, a dict aux comes back as the last step's dict for every step under loss scaling or
+        accumulation, measured with MindSpore 2.10; a tuple comes back right.)"""
+        loss, out = self.forward(batch, factor)
+        if isinstance(out, dict):
+            values = ()
+            for key in out:
+                values = values + (out[key],)
+            return loss, values
+        return loss, out
+
     def construct(self, is_update, batch):
+        return self.step(is_update, batch, False)
+
+    def step(self, is_update, batch, values):
+        """One step; ``values`` (a constant): a dict output comes back as its values' tuple (see forward_values)."""
         # One return statement only: MindSpore 2.10 mis-wires value_and_grad's aux output when construct returns early.
         scale = self.loss_scale * 1.0 if self.loss_scale_config is not None else ops.ones((), ms.float32)
         # one Tensor factor (scale / k): MindSpore 2.10 mis-compiles a Python-float multiply of the aux-carrying loss
-        (_, out), grads = self.grad_fn(batch, scale * self.micro_weight)
+        if values:
+            (_, out), grads = self.grad_fn_values(batch, scale * self.micro_weight)
+        else:
+            (_, out), grads = self.grad_fn(batch, scale * self.micro_weight)
         finite = ops.ones((), ms.bool_)
         if self.accumulate > 1:
             grads = self._accumulate(grads, is_update)
@@ -160,3 +180,58 @@ class TrainStep(nn.Cell):
         shrunk = ops.maximum(scale / cfg.factor, ops.ones_like(scale))
         ops.assign(self.loss_scale, ops.select(finite, grown, shrunk))
         ops.assign(self.clean_updates, ops.select(grow, ops.zeros_like(clean), clean))
+
+
+class MultiStep(nn.Cell):
+    """``Trainer(steps_per_execution=N)``: N train steps in one compiled call, so the host is visited once per N
+    optimizer steps (Keras's ``steps_per_execution``). Call as ``multi(is_updates, lrs, batches)``:
+
+    * ``batches``: the N batches' Tensors, each stacked on a new first axis of length N;
+    * ``is_updates``: a bool Tensor (N,) with gradient accumulation (which steps update), else ``None``;
+    * ``lrs``: a float32 Tensor (N, len(lr_params)), the learning rate each step uses (host schedulers stepping per
+      step are stepped ahead on the host, so each step uses the rate it would use one step at a time), or ``None``.
+
+    Returns ``(outputs, skipped, scale)``: the N steps' outputs stacked (a Tensor (N,) for a loss, for a dict the
+    tuple of its values' stacks in the dict's key order), how many updates were skipped (non-finite
+    gradients under loss scaling), and the loss scale after the last step. The loop is unrolled (N copies of the step
+    in the graph): compile time grows with N, the run time per step does not.
+    """
+
+    def __init__(self, step: TrainStep, steps, lr_params=()):
+        super().__init__(auto_prefix=False)  # the weights keep their names
+        self.step = step
+        self.steps = int(steps)
+        self.lr_params = tuple(lr_params)
+        self.per_step_update = step.accumulate > 1
+
+    def construct(self, is_updates, lrs, batches):
+        outputs = ()
+        skipped = ops.zeros((), ms.int32)
+        scale = ops.ones((), ms.float32)
+        for i in range(self.steps):
+            for j in range(len(self.lr_params)):
+                ops.assign(self.lr_params[j], lrs[i][j])
+            batch = ()
+            for item in batches:
+                batch = batch + (item[i],)
+            if self.per_step_update:
+                out, finite, scale = self.step.step(is_updates[i], batch, True)
+                skipped = skipped + ops.logical_and(is_updates[i], ops.logical_not(finite)).astype(ms.int32)
+            else:
+                out, finite, scale = self.step.step(True, batch, True)
+                skipped = skipped + ops.logical_not(finite).astype(ms.int32)
+            outputs = outputs + (out,)
+        return self._stacked(outputs), skipped, scale
+
+    @staticmethod
+    def _stacked(outputs):
+        """The N steps' outputs as one Tensor (N,), or a tuple of them for a dict output (its values in key order)."""
+        if isinstance(outputs[0], tuple):
+            stacked = ()
+            for k in range(len(outputs[0])):
+                values = ()
+                for out in outputs:
+                    values = values + (out[k],)
+                stacked = stacked + (ops.stack(values),)
+            return stacked
+        return ops.stack(outputs)

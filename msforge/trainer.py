@@ -24,12 +24,13 @@ from mindspore import Tensor, nn
 from msforge import checkpoint as ckpt_io
 from msforge.callback import Callback
 from msforge.arguments import MisconfigurationError, check_trainer_arguments, choice, limit_batches, parse_max_time
-from msforge.data import DataLoader, batch_size_of, is_batch_list, iterate_batches, loader_length
+from msforge.data import (DataLoader, DataModule, batch_size_of, group_batches, is_batch_list, iterate_batches,
+                          loader_length)
 from msforge.module import Module, find_self_call
 from msforge.results import EpochMeans, to_float
-from msforge.schedulers import ReduceLROnPlateau
+from msforge.schedulers import ReduceLROnPlateau, get_lrs, set_lrs
 from msforge.seed import seed_everything
-from msforge.train_step import LossScale, LossScaleState, TrainStep
+from msforge.train_step import LossScale, LossScaleState, MultiStep, TrainStep
 
 # the allowed values are msforge.arguments'; these map them to MindSpore's
 PRECISIONS = {"32": None, "32-true": None, "16-mixed": ms.float16, "bf16-mixed": ms.bfloat16}
@@ -49,7 +50,8 @@ class Trainer:
                  num_sanity_val_steps: int = 2, val_check_interval: Optional[Union[int, float]] = None,
                  check_val_every_n_epoch: Optional[int] = 1, log_every_n_steps: int = 50,
                  gradient_clip_val: Optional[Union[int, float]] = None, gradient_clip_algorithm: str = "norm",
-                 accumulate_grad_batches: int = 1, precision: Union[str, int] = "32",
+                 accumulate_grad_batches: int = 1, steps_per_execution: int = 1,
+                 precision: Union[str, int] = "32",
                  loss_scale: Optional[Union[int, float, str, dict]] = "auto", device_target: str = "auto",
                  mode: str = "graph", deterministic: bool = False, seed: Optional[int] = None,
                  callbacks: Optional[list] = None, logger: bool = True, enable_progress_bar: bool = True,
@@ -66,6 +68,7 @@ class Trainer:
         self.loss_scale_config = self._loss_scale(loss_scale)
         self.gradient_clip_val = gradient_clip_val
         self.accumulate_grad_batches = accumulate_grad_batches
+        self.steps_per_execution = steps_per_execution
         self.max_time = parse_max_time(max_time)
         self.fast_dev_run = int(fast_dev_run)  # True -> 1 batch
         if self.fast_dev_run:
@@ -113,6 +116,9 @@ class Trainer:
         self.optimizer = None  # the first of them
         self.lr_schedulers = []
         self.train_step = None  # automatic optimization's compiled step
+        self._multi_step = None  # steps_per_execution > 1: steps_per_execution steps in one compiled call
+        self._lr_params = ()  # the learning rates it sets per step (when a scheduler steps per step)
+        self._output_keys = None  # the names of training_step's dict output, in its order (MultiStep returns values)
         self._manual_steps = {}  # manual optimization's compiled steps, one per (optimizer index, loss_fn)
         self._scale_states = []  # manual optimization: each optimizer's own loss scale
         self.num_training_batches = 0
@@ -217,8 +223,14 @@ class Trainer:
         return total if self.max_steps == -1 else min(total, self.max_steps)
 
     # == public entry points ==========================================================================================
-    def fit(self, model, datamodule=None, train_dataloaders=None, val_dataloaders=None, ckpt_path=None):
-        """Train ``model``; with ``ckpt_path`` (a path, "last" or "best") continue exactly where it was saved."""
+    def fit(self, model, train_dataloaders=None, val_dataloaders=None, datamodule=None, ckpt_path=None):
+        """Train ``model``; with ``ckpt_path`` (a path, "last" or "best") continue exactly where it was saved.
+        Lightning's argument order; a DataModule given as ``train_dataloaders`` is taken as the datamodule."""
+        if isinstance(train_dataloaders, DataModule):
+            if datamodule is not None:
+                raise MisconfigurationError("fit() got a DataModule as train_dataloaders and another as datamodule; "
+                                            "pass one")
+            train_dataloaders, datamodule = None, train_dataloaders
         self._check_module(model)
         resume = self.read_checkpoint(ckpt_path) if ckpt_path is not None else None
         if resume is not None:
@@ -235,10 +247,12 @@ class Trainer:
             self.optimizers, self.lr_schedulers = self._configure_optimizers(model)
             self.optimizer = self.optimizers[0]
             self._validated, self._warned_monitors = False, set()
-            if PRECISIONS[self.precision] is not None:  # once, for every step compiled from here on
-                ms.amp.auto_mixed_precision(model, "O2", dtype=PRECISIONS[self.precision])
+            compute_dtype = self._compute_dtype()
+            if compute_dtype is not None:  # once, for every step compiled from here on
+                ms.amp.auto_mixed_precision(model, "O2", dtype=compute_dtype)
             if model.automatic_optimization:
                 self.train_step, self._scale_states = self._build_train_step(model, self.optimizer), []
+                self._prepare_executions()
             else:
                 self._prepare_manual_optimization(model)
             if resume is not None:
@@ -324,8 +338,15 @@ class Trainer:
         epoch_start, samples = time.monotonic(), 0
         self._call("on_train_epoch_start")
         batch_idx = start - 1
-        for batch_idx, batch in iterate_batches(loader, n_batches, start, epoch=self.current_epoch):
-            samples += self._train_batch(batch, batch_idx, n_batches)
+        batches = iterate_batches(loader, n_batches, start, epoch=self.current_epoch)
+        full = self.steps_per_execution if self._multi_step is not None else 1
+        for group in group_batches(batches, full, lambda first: self._execution_size(first, n_batches)):
+            if len(group) == 1:
+                batch_idx, batch = group[0]
+                samples += self._train_batch(batch, batch_idx, n_batches)
+            else:
+                samples += self._train_execution(group, n_batches)
+                batch_idx = group[-1][0]
             self._batches_done = batch_idx + 1
             if self._val_due_after(batch_idx, n_batches) and val_loaders:
                 self._run_eval("validation", val_loaders)
@@ -343,14 +364,7 @@ class Trainer:
             outputs = self._automatic_step(batch, batch_idx, n_batches)
         else:
             outputs = self._manual_training_step(batch, batch_idx)
-        step_metrics = {f"train_{name}": value for name, value in outputs.items()}
-        for name, value in step_metrics.items():
-            self._train_means.add(name, value, self._batch_size)
-        self.callback_metrics.update(step_metrics)
-        if "loss" in outputs:
-            self.progress_bar_metrics["train_loss"] = outputs["loss"]
-        if self.global_step // self.log_every_n_steps > step_before // self.log_every_n_steps:  # a multiple passed
-            self.log_metrics({**step_metrics, **self._scale_metrics()})
+        self._record_step(outputs, step_before, self._batch_size)
         if self.global_step > step_before:
             self._step_schedulers("step")
         self._batches_done = batch_idx + 1  # a checkpoint saved from on_train_batch_end resumes after this batch
@@ -360,6 +374,124 @@ class Trainer:
         self._log_target = None
         return self._batch_size
 
+    def _record_step(self, outputs, step_before, batch_size):
+        """One batch's outputs (floats) into the epoch means, callback and progress-bar metrics, and the step log."""
+        step_metrics = {f"train_{name}": value for name, value in outputs.items()}
+        for name, value in step_metrics.items():
+            self._train_means.add(name, value, batch_size)
+        self.callback_metrics.update(step_metrics)
+        if "loss" in outputs:
+            self.progress_bar_metrics["train_loss"] = outputs["loss"]
+        if self.global_step // self.log_every_n_steps > step_before // self.log_every_n_steps:  # a multiple passed
+            self.log_metrics({**step_metrics, **self._scale_metrics()})
+
+    def _train_execution(self, group, n_batches):
+        """steps_per_execution: the group's batches (one per step) in one compiled call; returns the samples seen.
+
+        Callbacks and module hooks see the execution as one batch: ``on_train_batch_start`` with its first batch and
+        index, ``on_train_batch_end`` with its last and the last step's outputs. Steps, epoch means, step logs, the
+        finite-loss check and per-step schedulers are kept per step, as one step at a time would."""
+        (first_idx, first), (last_idx, last) = group[0], group[-1]
+        k = self.accumulate_grad_batches
+        updates = [k == 1 or (i + 1) % k == 0 or i + 1 == n_batches for i, _ in group]
+        self._batch_size = batch_size_of(first)
+        self._call("on_train_batch_start", first, first_idx)
+        if any(updates):
+            self._call("on_before_optimizer_step", self.optimizer)
+        lrs, lrs_after = self._execution_lrs(updates)
+        stacked = tuple(Tensor(np.stack([batch[j].asnumpy() for _, batch in group])) for j in range(len(first)))
+        is_updates = Tensor(np.array(updates)) if k > 1 else None
+        try:
+            outs, skipped, scale = self._multi_step(is_updates, lrs, ms.mutable(stacked))
+        except Exception as err:
+            if os.environ.get("MSFORGE_TRACEBACK") or self._multi_step.has_run:
+                raise
+            first_line = next((ln.strip() for ln in str(err).splitlines() if ln.strip()), type(err).__name__)
+            raise MisconfigurationError(
+                f"steps_per_execution={self.steps_per_execution}: {type(self.module).__name__}'s training_step "
+                f"did not compile as {len(group)} steps in one graph ({type(err).__name__}: {first_line}); use "
+                "steps_per_execution=1. MSFORGE_TRACEBACK=1 shows MindSpore's whole report") from None
+        self._multi_step.has_run = True
+        if lrs_after is not None:
+            set_lrs(self.optimizer, lrs_after)
+        if isinstance(outs, tuple):  # a dict output: its values' stacks in the dict's order
+            columns = {name: out.asnumpy() for name, out in zip(self._output_keys, outs)}
+        else:
+            columns = {"loss": outs.asnumpy()}
+        if self.loss_scale_config is not None:
+            self.skipped_steps += int(skipped.asnumpy())
+            self.loss_scale_value = to_float(scale)
+        samples, outputs = 0, {}
+        for s, ((batch_idx, batch), update) in enumerate(zip(group, updates)):
+            step_before = self.global_step
+            self.global_step += int(update)
+            outputs = {name: float(column[s]) for name, column in columns.items()}
+            self._record_step(outputs, step_before, batch_size_of(batch))
+            self._total_batches += 1
+            samples += batch_size_of(batch)
+        if self.loss_scale_config is None and not self.diverged:
+            losses = columns["loss"]
+            bad = next((s for s, value in enumerate(losses) if not math.isfinite(value)), len(losses) - 1)
+            self._check_finite_loss(float(losses[bad]), group[bad][0])
+        self._batches_done = last_idx + 1  # a checkpoint saved from on_train_batch_end resumes after this execution
+        self._log_target = self._train_means
+        self._call("on_train_batch_end", outputs, last, last_idx)
+        self._log_target = None
+        return samples
+
+    def _execution_size(self, first_idx, n_batches):
+        """How many batches the execution starting at ``first_idx`` takes: steps_per_execution, or fewer (then run
+        one at a time) so that it ends where validation is due or max_steps is reached; one until the single step
+        has run in this process (it gives the clearest error for a bad training_step, and the output names)."""
+        if self._multi_step is None or not self.train_step.has_run:
+            return 1
+        k = self.accumulate_grad_batches
+        left = None if self.max_steps == -1 else self.max_steps - self.global_step
+        updates = 0
+        for size in range(1, self.steps_per_execution + 1):
+            idx = first_idx + size - 1
+            if idx + 1 >= n_batches:
+                return size
+            updates += k == 1 or (idx + 1) % k == 0
+            if left is not None and updates >= left:
+                return size
+            if self._val_due_after(idx, n_batches, total_batches=self._total_batches + size):
+                return size
+        return self.steps_per_execution
+
+    def _execution_lrs(self, updates):
+        """The learning rates of an execution's steps, ``(Tensor (N, groups), rates to leave after it)``: the
+        schedulers that step per step are stepped ahead here, so each step uses the rate it would use one step at a
+        time. ``(None, None)`` when none steps per step."""
+        if not self._lr_params:
+            return None, None
+        rows, step = [], self.global_step
+        for update in updates:
+            rows.append(get_lrs(self.optimizer))
+            if update:
+                self.global_step += 1
+                self._step_schedulers("step")
+        self.global_step = step
+        return Tensor(np.array(rows, np.float32)), get_lrs(self.optimizer)
+
+    def _prepare_executions(self):
+        """steps_per_execution > 1: the N-step graph over the train step (compiled at its first call)."""
+        self._multi_step, self._lr_params, self._output_keys = None, (), None
+        n = self.steps_per_execution
+        if n == 1:
+            return
+        for config in self.lr_schedulers:
+            if config["interval"] == "step" and isinstance(config["scheduler"], ReduceLROnPlateau):
+                raise MisconfigurationError(
+                    f"steps_per_execution={n} with ReduceLROnPlateau stepping every step: it needs each step's "
+                    "metrics on the host; use interval 'epoch' or steps_per_execution=1", key="steps_per_execution")
+        if any(config["interval"] == "step" for config in self.lr_schedulers):
+            lr = self.optimizer.learning_rate
+            self._lr_params = tuple(lr) if self.optimizer.is_group_lr else (lr,)
+        self._multi_step = MultiStep(self.train_step, n, self._lr_params)
+        self._multi_step.set_train(True)
+        self._multi_step.has_run = False
+
     def _automatic_step(self, batch, batch_idx, n_batches):
         """The compiled step: forward, backward and (on update batches) the optimizer; returns its outputs as floats."""
         k = self.accumulate_grad_batches
@@ -367,11 +499,13 @@ class Trainer:
         if is_update:
             self._call("on_before_optimizer_step", self.optimizer)
         out, finite, scale = self._run_train_step(self.train_step, is_update, batch)
+        if isinstance(out, dict) and self._output_keys is None:
+            self._output_keys = tuple(out)
         outputs = {name: to_float(v, name) for name, v in (out.items() if isinstance(out, dict) else [("loss", out)])}
         if is_update:
             self.global_step += 1
-            self.skipped_steps += 0 if bool(finite.asnumpy()) else 1
-        if self.loss_scale_config is not None:
+        if self.loss_scale_config is not None:  # without loss scaling every update is finite: no need to ask
+            self.skipped_steps += 0 if not is_update or bool(finite.asnumpy()) else 1
             self.loss_scale_value = to_float(scale)
         elif not self.diverged:  # without loss scaling nothing skips a non-finite step: its update poisons the weights
             self._check_finite_loss(outputs["loss"], batch_idx)
@@ -519,13 +653,15 @@ class Trainer:
             self.current_epoch += 1
             self._batches_done = 0
 
-    def _val_due_after(self, batch_idx, n_batches):
-        """Mid-epoch validation from val_check_interval (an int = every N batches, a float = fraction of epoch)."""
+    def _val_due_after(self, batch_idx, n_batches, total_batches=None):
+        """Mid-epoch validation from val_check_interval (an int = every N batches, a float = fraction of epoch);
+        ``total_batches``: the count of training batches across epochs after this one (default: the current count)."""
         interval = self.val_check_interval
         if interval is None or self.overfit_batches:
             return False
         if self.check_val_every_n_epoch is None:  # Lightning: every `interval` batches counted across epochs
-            return self._total_batches % int(interval) == 0
+            total = self._total_batches if total_batches is None else total_batches
+            return total % int(interval) == 0
         if batch_idx + 1 >= n_batches:
             return False
         if isinstance(interval, float):
@@ -788,6 +924,17 @@ class Trainer:
                                         "or epochs between scheduler steps)", key="frequency")
         return entry
 
+    def _compute_dtype(self):
+        """The dtype mixed precision computes in, or None (float32). "bf16-mixed" where MindSpore has no bfloat16
+        MatMul/Conv2D kernels (2.10's CPU backend, even on CPUs with AVX512_BF16: bench/bf16_kernels.py) trains in
+        float32, with one warning, rather than failing to compile."""
+        dtype = PRECISIONS[self.precision]
+        if dtype == ms.bfloat16 and not bf16_kernels(ms.get_context("device_target")):
+            warnings.warn(f"precision='bf16-mixed': MindSpore {ms.__version__} has no bfloat16 MatMul/Conv2D kernels "
+                          f"on {ms.get_context('device_target')}; training in float32", RuntimeWarning, stacklevel=3)
+            return None
+        return dtype
+
     def _build_train_step(self, model, optimizer, loss_fn=None, scale_state=None):
         reducer = None
         if self.distributed and self.world_size > 1:
@@ -808,6 +955,11 @@ class Trainer:
             raise MisconfigurationError(f"accumulate_grad_batches={self.accumulate_grad_batches} with manual "
                                         "optimization: accumulate in training_step yourself, or use automatic "
                                         "optimization")
+        if self.steps_per_execution > 1:
+            raise MisconfigurationError(f"steps_per_execution={self.steps_per_execution} with manual optimization: "
+                                        "training_step runs on the host once per batch; use steps_per_execution=1",
+                                        key="steps_per_execution")
+        self._multi_step = None
         self.train_step, self._manual_steps = None, {}
         config = self.loss_scale_config
         self._scale_states = [LossScaleState(config, prefix=f"optimizer_{i}.") if config is not None else None
@@ -1021,6 +1173,20 @@ class Trainer:
 
 
 # == small pure helpers ===============================================================================================
+@functools.lru_cache(maxsize=None)
+def bf16_kernels(device_target):
+    """Whether MatMul and Conv2D run in bfloat16 on ``device_target`` (the current one): tried once on 2x2 inputs."""
+    from mindspore import ops
+
+    try:
+        x = Tensor(np.ones((1, 1, 2, 2), np.float32)).astype(ms.bfloat16)
+        ops.matmul(x[0, 0], x[0, 0]).astype(ms.float32).asnumpy()
+        ops.conv2d(x, x).astype(ms.float32).asnumpy()
+        return True
+    except (TypeError, RuntimeError, ValueError):
+        return False
+
+
 @contextlib.contextmanager
 def compile_report():
     """Hold back what is written to stderr (file descriptor 2, where MindSpore's C++ side logs) while a graph compiles

@@ -46,7 +46,7 @@ def main():
     args = parser.parse_args()
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     checkpoint = ModelCheckpoint(monitor="train_loss", save_top_k=-1, every_n_train_steps=1, save_last=True)
-    callbacks = [checkpoint, toy._Killer("", -1)]  # _Killer only prints RESUMED/STEP lines here
+    callbacks = [checkpoint, toy.KillSelf("", -1)]  # only its RESUMED/STEP lines here
     if args.fill:
         callbacks.append(DiskFills(checkpoint))
     train, val = toy.loaders()

@@ -13,7 +13,6 @@ if REPO not in sys.path:
 import msforge  # noqa: E402,F401  (before mindspore: caps oneDNN's ISA)
 
 import argparse  # noqa: E402
-import signal  # noqa: E402
 
 import mindspore as ms  # noqa: E402
 import numpy as np  # noqa: E402
@@ -103,22 +102,9 @@ def checkpoint_arrays(trainer):
 
 
 # == the job of the resume test ========================================================================================
-class _Killer(Callback):
-    order = 200  # after ModelCheckpoint (100) has saved
-
-    def __init__(self, step):
-        self.step = step
-
-    def on_fit_start(self, trainer, module):
-        print(f"RESUMED step={trainer.global_step}", flush=True)
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        if trainer.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-
 def main(argv=None):
     from callbacks import ModelCheckpoint
+    from toy import KillSelf
 
     parser = argparse.ArgumentParser(description="train the GAN; optionally resume, or kill self at a global step")
     parser.add_argument("root")
@@ -131,7 +117,8 @@ def main(argv=None):
     module = ScheduledGAN()
     trainer = Trainer(max_epochs=2, log_every_n_steps=2, enable_progress_bar=False, enable_model_summary=False,
                       default_root_dir=args.root, loss_scale=args.loss_scale,
-                      callbacks=[ModelCheckpoint(every_n_train_steps=2, save_last=True), _Killer(args.kill)])
+                      callbacks=[ModelCheckpoint(every_n_train_steps=2, save_last=True),
+                                 KillSelf("batch_end", args.kill)])
     trainer.fit(module, train_dataloaders=train_loader(n=256), ckpt_path=args.ckpt)
     if args.out:
         np.savez(args.out, **checkpoint_arrays(trainer))

@@ -124,3 +124,17 @@ def test_manual_step_under_automatic_optimization_and_accumulation_with_manual_a
     trainer.fit(module, train_dataloaders=train)
     with pytest.raises(MisconfigurationError, match=r"manual_step\(\) is for manual optimization"):
         module.manual_step(trainer.optimizer, module.training_step, train)
+
+
+def test_learning_rate_monitor_logs_each_optimizers_rate(tmp_path):
+    from callbacks import LearningRateMonitor
+    from gan import ScheduledGAN
+
+    ms.set_seed(0)
+    trainer = gan_trainer(tmp_path, max_epochs=2, callbacks=[LearningRateMonitor(logging_interval="epoch")])
+    trainer.fit(ScheduledGAN(), train_dataloaders=train_loader())
+    with open(next((tmp_path / "msforge_logs").glob("version_*/metrics.csv")), newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("lr/optimizer_0")]
+    # each StepLR halves its optimizer's rate every 10 of the module's scheduler steps (16 batches an epoch)
+    assert [float(r["lr/optimizer_0"]) for r in rows] == pytest.approx([GAN().hparams.lr, GAN().hparams.lr * 0.5])
+    assert [float(r["lr/optimizer_1"]) for r in rows] == pytest.approx([float(r["lr/optimizer_0"]) for r in rows])

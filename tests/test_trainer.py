@@ -1,5 +1,6 @@
 """The Trainer and its compiled step, on real MindSpore (CPU, graph mode unless said otherwise)."""
 import time
+import warnings
 
 import mindspore as ms
 import numpy as np
@@ -216,6 +217,26 @@ def test_mixed_precision_16_trains_on_cpu():
     history = trainer.callback_metrics
     assert np.isfinite(history["train_loss_epoch"])
     assert model.fc.weight.dtype == ms.float32  # master weights stay float32
+
+
+def test_bf16_mixed_without_bfloat16_kernels_trains_in_float32_with_one_warning():
+    from msforge.trainer import bf16_kernels
+
+    if bf16_kernels(ms.get_context("device_target")):
+        pytest.skip("this backend has bfloat16 kernels: bf16-mixed runs in bfloat16 here")
+    weights = []
+    for precision in ("32", "bf16-mixed"):
+        ms.set_seed(0)
+        model = Regression(lr=0.05)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            quiet(max_epochs=2, num_sanity_val_steps=0, precision=precision).fit(
+                model, train_dataloaders=loaders(n=128, shuffle=False)[0])
+        notes = [str(w.message) for w in caught if "bf16-mixed" in str(w.message)]
+        assert len(notes) == (precision == "bf16-mixed"), notes
+        weights.append(model.fc.weight.asnumpy())
+    assert "no bfloat16 MatMul/Conv2D kernels" in notes[0] and "training in float32" in notes[0]
+    np.testing.assert_array_equal(weights[0], weights[1])
 
 
 def test_fast_dev_run_limits_max_steps_and_overfit_batches():

@@ -124,12 +124,17 @@ def params_of(trainer):
 
 
 # == the training job of the resume tests ==============================================================================
-class _Killer(Callback):
-    """SIGKILLs its own process at a chosen point, after ModelCheckpoint (order 100) has saved."""
+class KillSelf(Callback):
+    """SIGKILLs its own process at global step ``step``, at the end of that batch (``where="batch_end"``) or of the
+    epoch that reaches it (``"epoch_end"``), after ModelCheckpoint (order 100) has saved. Prints ``RESUMED step=...``
+    when fit starts and ``STEP n`` after each batch, for the tests that start, kill and resume jobs (toy.py, gan.py).
+    """
 
     order = 200
 
     def __init__(self, where, step):
+        if where not in ("batch_end", "epoch_end", ""):
+            raise ValueError(f"KillSelf(where={where!r}): use 'batch_end' or 'epoch_end'")
         self.where, self.step = where, step
 
     def on_fit_start(self, trainer, module):
@@ -162,7 +167,7 @@ def main(argv=None):
                   else ModelCheckpoint(save_last=True))
     train, val = loaders()
     trainer = make_trainer(args.root, max_epochs=args.epochs, num_sanity_val_steps=2,
-                           callbacks=[checkpoint, LearningRateMonitor("step"), _Killer(where, int(step or -1))])
+                           callbacks=[checkpoint, LearningRateMonitor("step"), KillSelf(where, int(step or -1))])
     module = make_module(scheduler="step")
     trainer.fit(module, train_dataloaders=train, val_dataloaders=val, ckpt_path=args.ckpt)
     if args.out:
