@@ -13,7 +13,9 @@ Two views of the same Trainer step (``ConvLSTMModule``: ``--model cpu_small`` at
 Both profilers slow the step down somewhat; the shares are the finding, not the absolute times.
 
     python bench/profile_step.py [--mode ms|onednn|both] [--model cpu_small|default|seed] [--batch N] [--steps 2]
-                                 [--warmup 2] [--top 15] [--keep] [--json]
+                                 [--warmup 2] [--top 15] [--keep] [--json] [--config mmnist_2h.yaml]
+
+``--config YAML`` profiles the model an experiment YAML names (class_path, init_args) at its batch size instead.
 """
 import argparse
 import collections
@@ -43,16 +45,33 @@ def train(args, on_batch_end):
         def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
             on_batch_end(batch_idx)
 
-    kwargs, batch = model_spec(args.model)
+    if args.config:
+        model, batch = model_from_config(args.config)
+    else:
+        kwargs, batch = model_spec(args.model)
+        model = ConvLSTMModule(**kwargs)
     args.batch = args.batch or batch
     rng = np.random.default_rng(0)
     shape = (args.batch, 10, 1, 64, 64)
     data = [(rng.random(shape, dtype=np.float32), rng.random(shape, dtype=np.float32)) for _ in range(2)]
     total = args.warmup + args.steps
-    model = ConvLSTMModule(**kwargs)
     trainer = Trainer(max_steps=total, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                       num_sanity_val_steps=0, callbacks=[Hook()], log_every_n_steps=50)
     trainer.fit(model, train_dataloaders=[data[i % 2] for i in range(total)])
+
+
+def model_from_config(path):
+    """The model an experiment YAML names (its class_path and init_args) and its batch size."""
+    import importlib
+
+    import yaml
+
+    path = path if os.path.isfile(path) else os.path.join(ROOT, "experiments", path)
+    with open(path) as f:
+        config = yaml.safe_load(f)
+    module_name, _, class_name = config["model"]["class_path"].rpartition(".")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return cls(**(config["model"].get("init_args") or {})), int(config["data"]["init_args"]["batch_size"])
 
 
 def profile_ms(args):
@@ -101,7 +120,8 @@ def profile_onednn(args):
     env = dict(os.environ, ONEDNN_VERBOSE="1",
                PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
     cmd = [sys.executable, os.path.abspath(__file__), "--child", "--steps", str(args.steps), "--warmup",
-           str(args.warmup), "--model", args.model] + (["--batch", str(args.batch)] if args.batch else [])
+           str(args.warmup), "--model", args.model] + (["--batch", str(args.batch)] if args.batch else []) + \
+        (["--config", args.config] if args.config else [])
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
                             cwd=tempfile.gettempdir())
     marks, current, per_step, info = [], None, [], []
@@ -155,6 +175,7 @@ def main():
     parser.add_argument("--model", choices=MODEL_CHOICES, default="cpu_small",
                         help="default: the default experiment's model and batch size; cpu_small (batch 8), seed (2)")
     parser.add_argument("--batch", type=int, default=None, help="batch size (default: the model's)")
+    parser.add_argument("--config", default=None, help="profile this experiment YAML's model and batch size instead")
     parser.add_argument("--steps", type=int, default=2, help="profiled steps")
     parser.add_argument("--warmup", type=int, default=2, help="steps before profiling (the first compiles)")
     parser.add_argument("--top", type=int, default=15)
@@ -162,11 +183,16 @@ def main():
     parser.add_argument("--json", action="store_true", help="print only a JSON object")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.config and os.path.isfile(args.config):
+        args.config = os.path.abspath(args.config)  # the oneDNN child runs in another folder
     if args.child:
         onednn_child(args)
         return
-    result = {"profile_model": args.model, "profile_model_kwargs": model_spec(args.model)[0],
-              "profile_batch": args.batch or model_spec(args.model)[1], "profile_loadavg_start": loadavg()}
+    if args.config:
+        result = {"profile_config": args.config, "profile_loadavg_start": loadavg()}
+    else:
+        result = {"profile_model": args.model, "profile_model_kwargs": model_spec(args.model)[0],
+                  "profile_batch": args.batch or model_spec(args.model)[1], "profile_loadavg_start": loadavg()}
     lines = []
     if args.mode in ("onednn", "both"):
         r = profile_onednn(args)

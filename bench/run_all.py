@@ -32,6 +32,8 @@ BENCHMARKS = [
     ("vs_lightning", "vs_lightning.py", [],
      ["--archs", "default", "--rounds", "2", "--steps", "3", "--warmup", "1"], (3600, 900)),
     ("startup", "startup.py", [], ["--rounds", "1", "--test-batches", "8"], (3600, 1200)),
+    ("tiny", "tiny.py", [], ["--rounds", "1", "--steps", "1600"], (900, 300)),
+    ("bf16_kernels", "bf16_kernels.py", [], ["--repeats", "5"], (300, 120)),
 ]
 
 
