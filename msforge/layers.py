@@ -1,14 +1,15 @@
 """Layers that replace a MindSpore layer with a faster kernel where MindSpore's own is slow, same parameters.
 
 ``Conv2d``: a drop-in for ``mindspore.nn.Conv2d`` (same constructor and Parameters ``weight`` / ``bias``). On CPU,
-for float32 NCHW stride-1 convolutions with symmetric zero padding and no dilation or groups (the ConvLSTM's gates
-convolution), forward and backward run the oneDNN library MindSpore ships with the layout oneDNN computes fastest in
-(``msforge/kernels/conv2d.cc``), with the bias add fused; MindSpore 2.10's own CPU kernels give it plain NCHW and get
-im2col + sgemm. They run on a private copy of that library whose instruction set is not capped at AVX2 (MindSpore's
-own instance must stay capped, see ``msforge/__init__.py``): AVX-512 kernels where the CPU has them.
-``MSFORGE_ONEDNN_PRIVATE=0`` uses MindSpore's instance instead. Timed by ``bench/layers.py``, equal to ``nn.Conv2d``
-within float32 rounding (``tests/test_layers.py``). Any other configuration or device, or no compiler: ``nn.Conv2d``
-itself.
+for float32 NCHW convolutions with symmetric zero padding (``pad_mode`` "pad" with the same padding on both sides of
+an axis at least ``stride - 1``, or "same" / "valid" at stride 1), any dilation and groups (the ConvLSTM's gates
+convolution, SimVP's and TAU's strided, depthwise and dilated ones), forward and backward run the oneDNN library
+MindSpore ships with the layout oneDNN computes fastest in (``msforge/kernels/conv2d.cc``), with the bias add fused;
+MindSpore 2.10's own CPU kernels give it plain NCHW and get im2col + sgemm. They run on a private copy of that
+library whose instruction set is not capped at AVX2 (MindSpore's own instance must stay capped, see
+``msforge/__init__.py``): AVX-512 kernels where the CPU has them. ``MSFORGE_ONEDNN_PRIVATE=0`` uses MindSpore's
+instance instead. Timed by ``bench/layers.py``, equal to ``nn.Conv2d`` within float32 rounding
+(``tests/test_layers.py``). Any other configuration or device, or no compiler: ``nn.Conv2d`` itself.
 
 ``GroupNorm``: a drop-in for ``mindspore.nn.GroupNorm`` (same constructor, the same ``gamma`` / ``beta`` Parameters,
 so checkpoints move between the two). On CPU it runs a compiled C++ forward and backward (``msforge/kernels/
@@ -84,16 +85,23 @@ def conv2d_kernel():
     return path
 
 
-def _symmetric_padding(conv):
-    """(pad_h, pad_w) of a stride-1 ``nn.Conv2d`` whose padding is the same on both sides of each axis, or None."""
-    kh, kw = conv.kernel_size
-    if conv.pad_mode == "same":
-        return (kh // 2, kw // 2) if kh % 2 and kw % 2 else None
-    if conv.pad_mode == "valid":
-        return 0, 0
+def _kernel_padding(conv):
+    """(pad_h, pad_w) of an ``nn.Conv2d`` the oneDNN kernel computes exactly as MindSpore does, or None: the same
+    padding on both sides of each axis ("same" and "valid" only at stride 1, where that holds for every input size),
+    and at least ``stride - 1`` (then the bottom/right padding the output size leaves is never negative)."""
+    (kh, kw), (sh, sw), (dh, dw) = conv.kernel_size, conv.stride, conv.dilation
+    if conv.pad_mode in ("same", "valid"):
+        if (sh, sw) != (1, 1):
+            return None
+        if conv.pad_mode == "valid":
+            return 0, 0
+        reach_h, reach_w = dh * (kh - 1), dw * (kw - 1)
+        return (reach_h // 2, reach_w // 2) if reach_h % 2 == 0 and reach_w % 2 == 0 else None
     p = conv.padding
     top, bottom, left, right = (p, p, p, p) if isinstance(p, int) else p
-    return (top, left) if top == bottom and left == right else None
+    if top != bottom or left != right or top < sh - 1 or left < sw - 1:
+        return None
+    return top, left
 
 
 class Conv2d(nn.Conv2d):
@@ -106,24 +114,27 @@ class Conv2d(nn.Conv2d):
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, pad_mode=pad_mode, padding=padding,
                          dilation=dilation, group=group, has_bias=has_bias, weight_init=weight_init,
                          bias_init=bias_init, data_format=data_format, dtype=dtype)
-        pads = _symmetric_padding(self)
-        supported = (pads is not None and self.stride == (1, 1) and self.dilation == (1, 1) and self.group == 1
-                     and self.data_format == "NCHW" and dtype == ms.float32)
+        pads = _kernel_padding(self)
+        supported = pads is not None and self.data_format == "NCHW" and dtype == ms.float32
         path = conv2d_kernel() if use_kernel and supported else None
         self.use_kernel = path is not None
         if not self.use_kernel:
             return
-        (ph, pw), (kh, kw) = pads, self.kernel_size
-        backward = ops.Custom(f"{path}:Conv2dBackward", out_shape=lambda dy, x, w: (x, w, (w[0],)),
-                              out_dtype=lambda dy, x, w: (x, w, w), func_type="aot")
+        (ph, pw), (kh, kw), (sh, sw), (dh, dw) = pads, self.kernel_size, self.stride, self.dilation
+        # the geometry, an input of both kernels (their shapes cannot tell a stride or a dilation)
+        self.geometry = Tensor(np.array([sh, sw, dh, dw, ph, pw, self.group], np.int64))
+        backward = ops.Custom(f"{path}:Conv2dBackward", out_shape=lambda dy, x, w, g: (x, w, (w[0],)),
+                              out_dtype=lambda dy, x, w, g: (x, w, w), func_type="aot")
 
-        def bprop(x, weight, bias, out, dout):
-            return backward(dout, x, weight)
+        def bprop(x, weight, bias, geometry, out, dout):
+            dx, dweight, dbias = backward(dout, x, weight, geometry)
+            return dx, dweight, dbias, ops.zeros_like(geometry)
 
-        def out_shape(x, w, b):
-            return x[0], w[0], x[2] + 2 * ph - kh + 1, x[3] + 2 * pw - kw + 1
+        def out_shape(x, w, b, g):  # MindSpore's output size for this padding
+            return (x[0], w[0], (x[2] + 2 * ph - dh * (kh - 1) - 1) // sh + 1,
+                    (x[3] + 2 * pw - dw * (kw - 1) - 1) // sw + 1)
 
-        self.forward_op = ops.Custom(f"{path}:Conv2dForward", out_shape=out_shape, out_dtype=lambda x, w, b: x,
+        self.forward_op = ops.Custom(f"{path}:Conv2dForward", out_shape=out_shape, out_dtype=lambda x, w, b, g: x,
                                      func_type="aot", bprop=bprop)
         self.backward_op = backward  # kept as an attribute so the Cell owns both primitives
         # The kernel always adds a bias; without one it adds zeros (and its gradient is dropped).
@@ -133,7 +144,7 @@ class Conv2d(nn.Conv2d):
         # float16 / bfloat16 inputs (mixed precision casts them) take MindSpore's kernels; the dtype is a constant of
         # the compiled graph
         if self.use_kernel and x.dtype == ms.float32 and self.weight.dtype == ms.float32:
-            return self.forward_op(x, self.weight, self.bias if self.has_bias else self.zero_bias)
+            return self.forward_op(x, self.weight, self.bias if self.has_bias else self.zero_bias, self.geometry)
         return super().construct(x)
 
 

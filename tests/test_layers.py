@@ -70,14 +70,25 @@ def test_kernel_matches_mindspore_groupnorm_forward_and_gradients(shape, groups)
 
 
 # (input shape, out channels, constructor keywords): the ConvLSTM's gates convs (3x3 and 5x5, "pad" k // 2), its
-# 1x1 output conv, pad_mode "same" / "valid", a non-square kernel with per-axis padding, no bias, batch 1
+# 1x1 output conv, pad_mode "same" / "valid", a non-square kernel with per-axis padding, no bias, batch 1; SimVP's
+# and TAU's stride-2 encoder convs (even and odd input sizes), depthwise 5x5 and dilated 7x7 (dilation 3) convs, a
+# depthwise 3x3, grouped convs, a dilated "same" conv
 CONV_CASES = [((16, 48, 16, 16), 128, dict(kernel_size=3, pad_mode="pad", padding=1, has_bias=True)),
               ((2, 40, 16, 16), 64, dict(kernel_size=5, pad_mode="pad", padding=2, has_bias=True)),
               ((3, 32, 16, 16), 16, dict(kernel_size=1, pad_mode="pad", padding=0, has_bias=True)),
               ((2, 5, 7, 9), 6, dict(kernel_size=3, pad_mode="same", has_bias=True)),
               ((2, 5, 7, 9), 6, dict(kernel_size=(3, 5), pad_mode="valid", has_bias=True)),
               ((2, 5, 7, 9), 3, dict(kernel_size=(3, 5), pad_mode="pad", padding=(1, 1, 2, 2))),
-              ((1, 3, 6, 6), 7, dict(kernel_size=3, pad_mode="pad", padding=1))]
+              ((1, 3, 6, 6), 7, dict(kernel_size=3, pad_mode="pad", padding=1)),
+              ((4, 16, 32, 32), 16, dict(kernel_size=3, stride=2, pad_mode="pad", padding=1, has_bias=True)),
+              ((2, 6, 9, 11), 8, dict(kernel_size=3, stride=2, pad_mode="pad", padding=1, has_bias=True)),
+              ((2, 4, 13, 13), 6, dict(kernel_size=5, stride=3, pad_mode="pad", padding=2)),
+              ((2, 32, 16, 16), 32, dict(kernel_size=5, pad_mode="pad", padding=2, group=32, has_bias=True)),
+              ((2, 32, 16, 16), 32, dict(kernel_size=7, dilation=3, pad_mode="pad", padding=9, group=32,
+                                         has_bias=True)),
+              ((2, 64, 8, 8), 64, dict(kernel_size=3, pad_mode="pad", padding=1, group=64, has_bias=True)),
+              ((2, 8, 10, 10), 12, dict(kernel_size=3, pad_mode="pad", padding=1, group=4, has_bias=True)),
+              ((2, 5, 9, 9), 6, dict(kernel_size=3, dilation=2, pad_mode="same", has_bias=True))]
 
 
 def conv_pair(in_channels, out_channels, **kwargs):
@@ -123,9 +134,9 @@ def test_onednn_picks_direct_kernels_not_im2col_gemm_for_the_convlstm_gates():
     assert len(chosen) == 3 and not any("gemm" in name for name in chosen), chosen
 
 
-@pytest.mark.parametrize("kwargs", [dict(stride=2, pad_mode="pad", padding=1), dict(dilation=2, pad_mode="same"),
-                                    dict(group=2, pad_mode="same"), dict(pad_mode="pad", padding=(1, 0, 1, 1)),
-                                    dict(kernel_size=2, pad_mode="same")])
+@pytest.mark.parametrize("kwargs", [dict(stride=2, pad_mode="same"), dict(stride=2, pad_mode="valid"),
+                                    dict(stride=3, pad_mode="pad", padding=1),
+                                    dict(pad_mode="pad", padding=(1, 0, 1, 1)), dict(kernel_size=2, pad_mode="same")])
 def test_conv_configurations_the_kernel_does_not_cover_run_mindspore_conv2d(kwargs):
     ms.set_context(mode=ms.GRAPH_MODE)
     kwargs = dict(dict(kernel_size=3, has_bias=True), **kwargs)

@@ -1,6 +1,7 @@
-// 2-D convolution forward and backward on CPU, float32, NCHW, stride 1, symmetric zero padding, no dilation or
-// groups, for ops.Custom(func_type="aot"). Computed by the oneDNN library that MindSpore ships
-// (mindspore/lib/libdnnl.so.3, compiled in as MSFORGE_ONEDNN_PATH), loaded at run time.
+// 2-D convolution forward and backward on CPU, float32, NCHW, any stride, dilation and groups, zero padding
+// (symmetric on the top/left, what the output size leaves on the bottom/right), for ops.Custom(func_type="aot").
+// Computed by the oneDNN library that MindSpore ships (mindspore/lib/libdnnl.so.3, compiled in as
+// MSFORGE_ONEDNN_PATH), loaded at run time.
 //
 // Why: MindSpore 2.10's CPU Conv2D, Conv2DBackpropInput and Conv2DBackpropFilter hand oneDNN plain NCHW tensors,
 // and on plain NCHW oneDNN picks im2col + sgemm (`x64:gemm:jit`), whose backward-data pass runs at less than half
@@ -22,7 +23,9 @@
 // runtime: parallel regions run on the small thread pool below, handed to oneDNN through its threadpool interface.
 //
 // Signature (MindSpore's aot convention): int f(nparam, params, ndims, shapes, dtypes, stream, extra); params holds
-// the inputs then the outputs. The padding is read from the shapes: out = in + 2 * pad - kernel + 1.
+// the inputs then the outputs. The last input is the convolution's geometry, an int64 vector
+// (stride_h, stride_w, dilation_h, dilation_w, pad_h, pad_w, groups); the output size must be
+// (in + 2 * pad - dilation * (kernel - 1) - 1) / stride + 1, and the bottom/right padding is what that leaves.
 #include <dlfcn.h>
 
 #include <cstdint>
@@ -113,7 +116,7 @@ struct threadpool_iface {
 namespace {
 
 // oneDNN 3.x enum values.
-constexpr int kIsaAll = 0, kCpu = 1, kF32 = 3, kTagAny = 1, kTagA = 2, kTagAbcd = 5;
+constexpr int kIsaAll = 0, kCpu = 1, kF32 = 3, kTagAny = 1, kTagA = 2, kTagAbcd = 5, kTagAbcde = 6;
 constexpr int kForwardTraining = 64, kConvolutionDirect = 1;
 constexpr int kQueryImplInfo = 8, kQuerySrc = 129, kQueryDiffSrc = 130, kQueryWeights = 131, kQueryDiffWeights = 132,
               kQueryDst = 133, kQueryDiffDst = 134;
@@ -235,6 +238,34 @@ struct Arg {
   }
 };
 
+// One convolution problem: input (n, c, h, w), output (n, o, oh, ow), kernel kh x kw, strides, dilations (1: none),
+// top/left padding and what the output size leaves at the bottom/right, groups.
+struct Geometry {
+  int64_t n, c, h, w, o, oh, ow, kh, kw, sh, sw, dh, dw, ph, pw, ph_end, pw_end, groups;
+  std::vector<int64_t> Key() const { return {n, c, h, w, o, oh, ow, kh, kw, sh, sw, dh, dw, ph, pw, groups}; }
+};
+
+// Bottom/right padding that gives `out` outputs from `in` inputs after `pad` at the top/left, or -1 when no padding
+// >= 0 does (oneDNN's rule: out = (in + pad + end - reach) / stride + 1, rounded down).
+int64_t EndPadding(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t dilation, int64_t pad) {
+  const int64_t reach = dilation * (kernel - 1) + 1;
+  const int64_t end = (out - 1) * stride + reach - in - pad;
+  if (out < 1 || pad < 0 || end < 0) return -1;
+  return (in + pad + end - reach) / stride + 1 == out ? end : -1;
+}
+
+// The geometry from the shapes of x (N, C, H, W), weight (O, C / groups, KH, KW), the output (N, O, OH, OW) and the
+// int64 config (stride_h, stride_w, dilation_h, dilation_w, pad_h, pad_w, groups); false when they disagree.
+bool ReadGeometry(const int64_t* xs, const int64_t* ws, const int64_t* ys, const int64_t* config, Geometry* g) {
+  *g = Geometry{xs[0], xs[1], xs[2], xs[3], ws[0], ys[2], ys[3], ws[2], ws[3], config[0], config[1], config[2],
+                config[3], config[4], config[5], 0, 0, config[6]};
+  if (g->sh < 1 || g->sw < 1 || g->dh < 1 || g->dw < 1 || g->groups < 1) return false;
+  if (g->c != ws[1] * g->groups || g->o % g->groups || ys[0] != g->n || ys[1] != g->o) return false;
+  g->ph_end = EndPadding(g->h, g->oh, g->kh, g->sh, g->dh, g->ph);
+  g->pw_end = EndPadding(g->w, g->ow, g->kw, g->sw, g->dw, g->pw);
+  return g->ph_end >= 0 && g->pw_end >= 0;
+}
+
 // Everything oneDNN needs for one problem shape, made on the first call with that shape and kept.
 struct Plan {
   dnnl_primitive_t forward = nullptr, backward_data = nullptr, backward_weights = nullptr;
@@ -244,30 +275,36 @@ struct Plan {
   bool share_dy = false;
   const char* impl[3] = {"", "", ""};
 
-  bool Init(int64_t n, int64_t c, int64_t h, int64_t wd, int64_t o, int64_t kh, int64_t kw, int64_t ph, int64_t pw) {
+  bool Init(const Geometry& g) {
     Runtime& rt = GetRuntime();
     if (!rt.ok) return false;
-    const int64_t oh = h + 2 * ph - kh + 1, ow = wd + 2 * pw - kw + 1;
-    dnnl_dims_t src_dims = {n, c, h, wd}, w_dims = {o, c, kh, kw}, b_dims = {o}, dst_dims = {n, o, oh, ow};
-    dnnl_dims_t strides = {1, 1}, dilates = {0, 0}, padding = {ph, pw};
+    dnnl_dims_t src_dims = {g.n, g.c, g.h, g.w}, b_dims = {g.o}, dst_dims = {g.n, g.o, g.oh, g.ow};
+    // grouped weights are 5-D for oneDNN, (groups, O / groups, C / groups, KH, KW): MindSpore's (O, C / groups, KH,
+    // KW) buffer read as it lies
+    dnnl_dims_t w_dims = {g.o, g.c, g.kh, g.kw}, w_grouped = {g.groups, g.o / g.groups, g.c / g.groups, g.kh, g.kw};
+    const bool grouped = g.groups > 1;
+    const int w_ndims = grouped ? 5 : 4;
+    const int64_t* w_shape = grouped ? w_grouped : w_dims;
+    dnnl_dims_t strides = {g.sh, g.sw}, dilates = {g.dh - 1, g.dw - 1}, padding_l = {g.ph, g.pw},
+                padding_r = {g.ph_end, g.pw_end};
     dnnl_memory_desc_t src_plain, w_plain, b_plain, dst_plain, src_any, w_any, dst_any;
     CHECK(onednn.memory_desc_create_with_tag(&src_plain, 4, src_dims, kF32, kTagAbcd));
-    CHECK(onednn.memory_desc_create_with_tag(&w_plain, 4, w_dims, kF32, kTagAbcd));
+    CHECK(onednn.memory_desc_create_with_tag(&w_plain, w_ndims, w_shape, kF32, grouped ? kTagAbcde : kTagAbcd));
     CHECK(onednn.memory_desc_create_with_tag(&b_plain, 1, b_dims, kF32, kTagA));
     CHECK(onednn.memory_desc_create_with_tag(&dst_plain, 4, dst_dims, kF32, kTagAbcd));
     CHECK(onednn.memory_desc_create_with_tag(&src_any, 4, src_dims, kF32, kTagAny));
-    CHECK(onednn.memory_desc_create_with_tag(&w_any, 4, w_dims, kF32, kTagAny));
+    CHECK(onednn.memory_desc_create_with_tag(&w_any, w_ndims, w_shape, kF32, kTagAny));
     CHECK(onednn.memory_desc_create_with_tag(&dst_any, 4, dst_dims, kF32, kTagAny));
     dnnl_primitive_desc_t fwd, bwd_data, bwd_weights;
     CHECK(onednn.convolution_forward_primitive_desc_create(&fwd, rt.engine, kForwardTraining, kConvolutionDirect,
                                                             src_any, w_any, b_plain, dst_any, strides, dilates,
-                                                            padding, padding, nullptr));
+                                                            padding_l, padding_r, nullptr));
     CHECK(onednn.convolution_backward_data_primitive_desc_create(&bwd_data, rt.engine, kConvolutionDirect, src_any,
-                                                                  w_any, dst_any, strides, dilates, padding, padding,
-                                                                  fwd, nullptr));
+                                                                  w_any, dst_any, strides, dilates, padding_l,
+                                                                  padding_r, fwd, nullptr));
     CHECK(onednn.convolution_backward_weights_primitive_desc_create(&bwd_weights, rt.engine, kConvolutionDirect,
                                                                      src_any, w_any, b_plain, dst_any, strides,
-                                                                     dilates, padding, padding, fwd, nullptr));
+                                                                     dilates, padding_l, padding_r, fwd, nullptr));
     CHECK(onednn.primitive_create(&forward, fwd));
     CHECK(onednn.primitive_create(&backward_data, bwd_data));
     CHECK(onednn.primitive_create(&backward_weights, bwd_weights));
@@ -290,28 +327,24 @@ struct Plan {
 std::mutex mutex;  // MindSpore may launch kernels from several threads; each call uses every core anyway
 std::map<std::vector<int64_t>, std::unique_ptr<Plan>> plans;
 
-Plan* GetPlan(int64_t n, int64_t c, int64_t h, int64_t w, int64_t o, int64_t kh, int64_t kw, int64_t ph, int64_t pw) {
-  std::vector<int64_t> key = {n, c, h, w, o, kh, kw, ph, pw};
+Plan* GetPlan(const Geometry& g) {
+  std::vector<int64_t> key = g.Key();
   auto found = plans.find(key);
   if (found != plans.end()) return found->second.get();
   std::unique_ptr<Plan> plan(new Plan);
-  if (!plan->Init(n, c, h, w, o, kh, kw, ph, pw)) return nullptr;
+  if (!plan->Init(g)) return nullptr;
   return (plans[key] = std::move(plan)).get();
 }
 
-// Padding from input and output sizes; -1 when they do not describe a symmetric stride-1 convolution.
-int64_t Padding(int64_t in, int64_t out, int64_t kernel) {
-  const int64_t twice = out - in + kernel - 1;
-  return (twice < 0 || twice % 2) ? -1 : twice / 2;
-}
-
-// Every tensor float32, with these numbers of dimensions.
-bool Float32(int nparam, const int* ndims, const char** dtypes, std::vector<int> expected) {
+// Every tensor float32 with these numbers of dimensions, but the geometry input (at `config`): int64, 7 values.
+bool Checked(int nparam, const int* ndims, int64_t** shapes, const char** dtypes, std::vector<int> expected,
+             int config) {
   if (nparam != static_cast<int>(expected.size())) return false;
   for (int i = 0; i < nparam; ++i) {
-    if (std::string(dtypes[i]) != "float32" || ndims[i] != expected[i]) return false;
+    const char* dtype = i == config ? "int64" : "float32";
+    if (std::string(dtypes[i]) != dtype || ndims[i] != expected[i]) return false;
   }
-  return true;
+  return shapes[config][0] == 7;
 }
 
 }  // namespace
@@ -334,31 +367,35 @@ extern "C" const char* MsforgeOneDnnInstance() {
 }
 
 // The implementations oneDNN chose for a shape ("forward backward_data backward_weights"), for tests and benches.
+// Stride 1, no dilation or groups, square kernel k, padding p on every side.
 extern "C" const char* MsforgeConvImpl(int64_t n, int64_t c, int64_t h, int64_t w, int64_t o, int64_t k, int64_t p) {
   static std::string text;
   std::lock_guard<std::mutex> lock(mutex);
-  Plan* plan = GetPlan(n, c, h, w, o, k, k, p, p);
+  const int64_t xs[4] = {n, c, h, w}, ws[4] = {o, c, k, k}, ys[4] = {n, o, h + 2 * p - k + 1, w + 2 * p - k + 1};
+  const int64_t config[7] = {1, 1, 1, 1, p, p, 1};
+  Geometry g;
+  if (!ReadGeometry(xs, ws, ys, config, &g)) return "";
+  Plan* plan = GetPlan(g);
   if (!plan) return "";
   text = std::string(plan->impl[0]) + " " + plan->impl[1] + " " + plan->impl[2];
   return text.c_str();
 }
 
-// inputs: x (N, C, H, W), weight (O, C, KH, KW), bias (O); output: y (N, O, OH, OW)
+// inputs: x (N, C, H, W), weight (O, C / groups, KH, KW), bias (O), config (7,); output: y (N, O, OH, OW)
 extern "C" int Conv2dForward(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes,
                              void* stream, void* extra) {
-  if (!Float32(nparam, ndims, dtypes, {4, 4, 1, 4})) return 1;
-  const int64_t* xs = shapes[0];
-  const int64_t* ws = shapes[1];
-  const int64_t* ys = shapes[3];
-  const int64_t ph = Padding(xs[2], ys[2], ws[2]), pw = Padding(xs[3], ys[3], ws[3]);
-  if (ph < 0 || pw < 0 || ws[1] != xs[1] || shapes[2][0] != ws[0]) return 2;
-  if (xs[0] == 0) return 0;
+  if (!Checked(nparam, ndims, shapes, dtypes, {4, 4, 1, 1, 4}, 3)) return 1;
+  Geometry g;
+  if (!ReadGeometry(shapes[0], shapes[1], shapes[4], static_cast<const int64_t*>(params[3]), &g) ||
+      shapes[2][0] != g.o)
+    return 2;
+  if (g.n == 0) return 0;
   std::lock_guard<std::mutex> lock(mutex);
-  Plan* plan = GetPlan(xs[0], xs[1], xs[2], xs[3], ws[0], ws[2], ws[3], ph, pw);
+  Plan* plan = GetPlan(g);
   if (!plan) return 3;
   Runtime& rt = GetRuntime();
   bool ok = plan->x.Bind(params[0]) && plan->w.Bind(params[1]) && plan->b.Bind(params[2]) &&
-            plan->y.Bind(params[3]) && plan->x.In() && plan->w.In();
+            plan->y.Bind(params[4]) && plan->x.In() && plan->w.In();
   dnnl_exec_arg_t args[4] = {{kArgSrc, plan->x.Inner()}, {kArgWeights, plan->w.Inner()},
                              {kArgBias, plan->b.Inner()}, {kArgDst, plan->y.Inner()}};
   ok = ok && onednn.primitive_execute(plan->forward, rt.stream, 4, args) == 0 && plan->y.Out() &&
@@ -366,23 +403,21 @@ extern "C" int Conv2dForward(int nparam, void** params, int* ndims, int64_t** sh
   return ok ? 0 : 4;
 }
 
-// inputs: dy (N, O, OH, OW), x (N, C, H, W), weight (O, C, KH, KW); outputs: dx, dweight, dbias (O)
+// inputs: dy (N, O, OH, OW), x (N, C, H, W), weight (O, C / groups, KH, KW), config (7,); outputs: dx, dweight,
+// dbias (O)
 extern "C" int Conv2dBackward(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes,
                               void* stream, void* extra) {
-  if (!Float32(nparam, ndims, dtypes, {4, 4, 4, 4, 4, 1})) return 1;
-  const int64_t* ys = shapes[0];
-  const int64_t* xs = shapes[1];
-  const int64_t* ws = shapes[2];
-  const int64_t ph = Padding(xs[2], ys[2], ws[2]), pw = Padding(xs[3], ys[3], ws[3]);
-  if (ph < 0 || pw < 0 || ws[1] != xs[1] || ys[1] != ws[0]) return 2;
-  if (xs[0] == 0) return 0;
+  if (!Checked(nparam, ndims, shapes, dtypes, {4, 4, 4, 1, 4, 4, 1}, 3)) return 1;
+  Geometry g;
+  if (!ReadGeometry(shapes[1], shapes[2], shapes[0], static_cast<const int64_t*>(params[3]), &g)) return 2;
+  if (g.n == 0) return 0;
   std::lock_guard<std::mutex> lock(mutex);
-  Plan* plan = GetPlan(xs[0], xs[1], xs[2], xs[3], ws[0], ws[2], ws[3], ph, pw);
+  Plan* plan = GetPlan(g);
   if (!plan) return 3;
   Runtime& rt = GetRuntime();
-  bool ok = plan->dy_data.Bind(params[0]) && plan->w_data.Bind(params[2]) && plan->dx.Bind(params[3]) &&
-            plan->x_weights.Bind(params[1]) && plan->dy_weights.Bind(params[0]) && plan->dw.Bind(params[4]) &&
-            plan->db.Bind(params[5]) && plan->dy_data.In() && plan->w_data.In();
+  bool ok = plan->dy_data.Bind(params[0]) && plan->w_data.Bind(params[2]) && plan->dx.Bind(params[4]) &&
+            plan->x_weights.Bind(params[1]) && plan->dy_weights.Bind(params[0]) && plan->dw.Bind(params[5]) &&
+            plan->db.Bind(params[6]) && plan->dy_data.In() && plan->w_data.In();
   dnnl_exec_arg_t data_args[3] = {{kArgDiffDst, plan->dy_data.Inner()}, {kArgWeights, plan->w_data.Inner()},
                                   {kArgDiffSrc, plan->dx.Inner()}};
   ok = ok && onednn.primitive_execute(plan->backward_data, rt.stream, 3, data_args) == 0 && plan->dx.Out();
