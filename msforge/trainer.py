@@ -393,7 +393,7 @@ class Trainer:
         finite-loss check and per-step schedulers are kept per step, as one step at a time would."""
         (first_idx, first), (last_idx, last) = group[0], group[-1]
         k = self.accumulate_grad_batches
-        updates = [k == 1 or (i + 1) % k == 0 or i + 1 == n_batches for i, _ in group]
+        updates = [self._is_update(i, n_batches) for i, _ in group]
         self._batch_size = batch_size_of(first)
         self._call("on_train_batch_start", first, first_idx)
         if any(updates):
@@ -406,7 +406,7 @@ class Trainer:
         except Exception as err:
             if os.environ.get("MSFORGE_TRACEBACK") or self._multi_step.has_run:
                 raise
-            first_line = next((ln.strip() for ln in str(err).splitlines() if ln.strip()), type(err).__name__)
+            first_line = _first_line(err)
             raise MisconfigurationError(
                 f"steps_per_execution={self.steps_per_execution}: {type(self.module).__name__}'s training_step "
                 f"did not compile as {len(group)} steps in one graph ({type(err).__name__}: {first_line}); use "
@@ -439,20 +439,24 @@ class Trainer:
         self._log_target = None
         return samples
 
+    def _is_update(self, batch_idx, n_batches):
+        """Whether this batch ends an accumulation (every batch without accumulation; always the epoch's last)."""
+        k = self.accumulate_grad_batches
+        return k == 1 or (batch_idx + 1) % k == 0 or batch_idx + 1 == n_batches
+
     def _execution_size(self, first_idx, n_batches):
         """How many batches the execution starting at ``first_idx`` takes: steps_per_execution, or fewer (then run
         one at a time) so that it ends where validation is due or max_steps is reached; one until the single step
         has run in this process (it gives the clearest error for a bad training_step, and the output names)."""
         if self._multi_step is None or not self.train_step.has_run:
             return 1
-        k = self.accumulate_grad_batches
         left = None if self.max_steps == -1 else self.max_steps - self.global_step
         updates = 0
         for size in range(1, self.steps_per_execution + 1):
             idx = first_idx + size - 1
             if idx + 1 >= n_batches:
                 return size
-            updates += k == 1 or (idx + 1) % k == 0
+            updates += self._is_update(idx, n_batches)
             if left is not None and updates >= left:
                 return size
             if self._val_due_after(idx, n_batches, total_batches=self._total_batches + size):
@@ -494,8 +498,7 @@ class Trainer:
 
     def _automatic_step(self, batch, batch_idx, n_batches):
         """The compiled step: forward, backward and (on update batches) the optimizer; returns its outputs as floats."""
-        k = self.accumulate_grad_batches
-        is_update = k == 1 or (batch_idx + 1) % k == 0 or batch_idx + 1 == n_batches
+        is_update = self._is_update(batch_idx, n_batches)
         if is_update:
             self._call("on_before_optimizer_step", self.optimizer)
         out, finite, scale = self._run_train_step(self.train_step, is_update, batch)
@@ -569,7 +572,7 @@ class Trainer:
         except Exception as err:  # the first call compiles: turn MindSpore's report into one line
             if os.environ.get("MSFORGE_TRACEBACK"):
                 raise
-            first = next((ln.strip() for ln in str(err).splitlines() if ln.strip()), type(err).__name__)
+            first = _first_line(err)
             hint = " Run with Trainer(mode='pynative') to find the line." if self.mode == "graph" else ""
             raise MisconfigurationError(
                 f"{what} of {type(self.module).__name__} failed in its first step ({type(err).__name__}: "
@@ -1234,6 +1237,11 @@ def mid_epoch_val_points(n_batches, fraction):
         return frozenset(b for b in range(1, n_batches) if b < n_batches - step / 2)
     points = (math.floor(k * step + 1e-9) for k in range(1, math.ceil(1 / fraction) + 1))  # 1e-9: 0.3 * 10 * 3
     return frozenset(p for p in points if p < n_batches - step / 2)
+
+
+def _first_line(err):
+    """The first non-empty line of an exception's message (MindSpore's reports run to pages), or its type."""
+    return next((ln.strip() for ln in str(err).splitlines() if ln.strip()), type(err).__name__)
 
 
 def _name(fn):
