@@ -560,6 +560,8 @@ def _expected_type(param, annotations, hints):
         return annotations[param.name]
     if param.name in hints:
         return hints[param.name]
+    if param.annotation is not _EMPTY and not isinstance(param.annotation, str):  # e.g. from a chained signature
+        return param.annotation
     default = param.default
     if default is _EMPTY or default is None:
         return None

@@ -17,8 +17,8 @@ The base does the rest:
 
 * the batch: ``(inputs, targets)`` as the data modules give it, or one video tensor whose first ``in_frames`` frames are
   the inputs and the next ``out_frames`` the targets (:meth:`split_batch`);
-* the loss (``loss="mse" | "l1" | "l1+l2"``, means over all elements; "mae" and "mse+mae" are the old spellings of
-  "l1" and "l1+l2"), plus the extra terms of :meth:`training_forward`;
+* the loss (``loss="mse" | "l1" | "l1+l2"``, means over all elements, or weights such as ``{"mse": 1.0, "l1": 0.2}``;
+  "mae" and "mse+mae" are the old spellings of "l1" and "l1+l2"), plus the extra terms of :meth:`training_forward`;
 * ``training_step`` (compiled), ``validation_step``, ``test_step``, ``predict_step`` (host) and the metrics MSE, MAE,
   SSIM, PSNR of ``msforge.metrics`` (per-frame sums over pixels, averaged over frames); the test stage also logs the
   MSE at each lead time as ``test_mse_frame_<k>``, k = 1 .. out_frames (zero-padded: ``_01`` .. ``_10``);
@@ -37,12 +37,14 @@ from msforge import Module, metrics  # first: msforge caps oneDNN's ISA before m
 import difflib
 import functools
 import inspect
+import math
 import threading
+import typing
 
 import numpy as np
 from mindspore import Tensor, nn, ops
 
-__all__ = ["VideoPredictionModule", "LOSSES", "canonical_loss", "BASE_ARGUMENTS", "DEFAULT_FRAME_SHAPE",
+__all__ = ["VideoPredictionModule", "LOSSES", "canonical_loss", "loss_terms", "BASE_ARGUMENTS", "DEFAULT_FRAME_SHAPE",
            "per_frame_key"]
 
 DEFAULT_FRAME_SHAPE = (1, 64, 64)  # (C, H, W) of Moving MNIST
@@ -51,6 +53,7 @@ DEFAULT_FRAME_SHAPE = (1, 64, 64)  # (C, H, W) of Moving MNIST
 LOSSES = {"mse": ("mse", "l2"), "l1": ("l1", "mae"), "l1+l2": ("l1+l2", "mse+mae"), "bce": ("bce",)}
 BCE_EPS = 1e-6  # predictions are clamped to [eps, 1 - eps] inside the binary cross-entropy
 _LOSS_ALIASES = {alias: name for name, aliases in LOSSES.items() for alias in aliases}
+SINGLE_TERMS = ("mse", "l1", "bce")  # what a dict of loss weights may name
 RESERVED_OUTPUTS = ("loss", "mse", "mae")  # training_step's own keys; extra losses take other names
 
 
@@ -58,8 +61,31 @@ def canonical_loss(loss):
     """``"mse"``, ``"l1"``, ``"l1+l2"`` or ``"bce"`` for any accepted spelling of ``loss``; one-line ValueError
     otherwise."""
     if not isinstance(loss, str) or loss not in _LOSS_ALIASES:
-        raise ValueError(f"loss={loss!r}: expected one of {', '.join(map(repr, _LOSS_ALIASES))}")
+        raise ValueError(f"loss={loss!r}: expected one of {', '.join(map(repr, _LOSS_ALIASES))}, or a dict of "
+                         "weights such as {'mse': 1.0, 'l1': 0.2}")
     return _LOSS_ALIASES[loss]
+
+
+def loss_terms(loss):
+    """``((term, weight), ...)`` of ``loss``: a name (``"l1+l2"`` is ``(("mse", 1.0), ("l1", 1.0))``) or a dict of
+    weights over "mse", "l1" and "bce" (``{"mse": 1.0, "l1": 0.2}``: a sum weighted so); one-line ValueError for a bad
+    name or weight."""
+    if not isinstance(loss, dict):
+        name = canonical_loss(loss)
+        return (("mse", 1.0), ("l1", 1.0)) if name == "l1+l2" else ((name, 1.0),)
+    if not loss:
+        raise ValueError("loss={}: name at least one term, e.g. {'mse': 1.0, 'l1': 0.2}")
+    terms = {}
+    for term, weight in loss.items():
+        name = canonical_loss(term) if isinstance(term, str) else None
+        if name not in SINGLE_TERMS:
+            raise ValueError(f"loss={loss!r}: term {term!r} is not one of {', '.join(map(repr, SINGLE_TERMS))}")
+        if name in terms:
+            raise ValueError(f"loss={loss!r}: term {term!r} is named twice (as {name!r})")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight < math.inf:
+            raise ValueError(f"loss={loss!r}: weight {weight!r} of {term!r} must be a number > 0")
+        terms[name] = float(weight)
+    return tuple(terms.items())
 
 
 def per_frame_key(k, out_frames):
@@ -169,7 +195,9 @@ class VideoPredictionModule(Module):
     ``lr``, ``weight_decay``: Adam's, constant unless :meth:`lr_scheduler` returns a scheduler.
     ``loss``: the training loss, "mse" (mean squared error over all elements), "l1" (mean absolute error), "l1+l2"
     (their sum) or "bce" (binary cross-entropy of the pixels, for a model whose outputs lie in (0, 1), e.g. after a
-    sigmoid); "mae" and "mse+mae" are accepted for "l1" and "l1+l2" (and "l2" for "mse"). Also ``val_loss``.
+    sigmoid); "mae" and "mse+mae" are accepted for "l1" and "l1+l2" (and "l2" for "mse"); or a dict of weights over
+    "mse", "l1" and "bce", e.g. ``{"mse": 1.0, "l1": 0.2}`` (a weighted sum: "l1+l2" is ``{"mse": 1, "l1": 1}``).
+    Also ``val_loss``.
     ``in_frames``, ``out_frames``, ``frame_shape`` (C, H, W): the clip the model is built for, read by subclasses as
     ``self.in_frames``, ``self.out_frames``, ``self.frame_shape``; validation, test and predict batches are checked
     against them.
@@ -191,7 +219,7 @@ class VideoPredictionModule(Module):
             cls.__init__ = _recording_init(cls.__dict__["__init__"])
             cls.__init__.__signature__ = _chain_signature(cls)
 
-    def __init__(self, lr=1e-3, weight_decay=0.0, loss="mse", in_frames=10, out_frames=10,
+    def __init__(self, lr=1e-3, weight_decay=0.0, loss: typing.Union[str, dict] = "mse", in_frames=10, out_frames=10,
                  frame_shape=DEFAULT_FRAME_SHAPE, **unknown):
         super().__init__()
         name = type(self).__name__
@@ -203,7 +231,7 @@ class VideoPredictionModule(Module):
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise TypeError(f"{name}: unknown argument{'s' if len(unknown) > 1 else ''} {', '.join(sorted(unknown))}"
                             f"{hint}; it takes {', '.join(valid)}")
-        self.loss_name = canonical_loss(loss)
+        self.loss_terms = loss_terms(loss)
         for arg, value in (("in_frames", in_frames), ("out_frames", out_frames)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name}({arg}={value!r}): expected a positive int")
@@ -259,14 +287,19 @@ class VideoPredictionModule(Module):
     def compute_loss(self, predictions, targets):
         """The training loss without extra terms, a scalar Tensor (also ``val_loss``)."""
         err = predictions - targets
-        if self.loss_name == "mse":
-            return ops.mean(err * err)
-        if self.loss_name == "l1":
-            return ops.mean(ops.abs(err))
-        if self.loss_name == "bce":  # pixels as probabilities (Shi et al. 2015 trained ConvLSTM so): outputs in (0, 1)
-            p = ops.clamp(predictions, BCE_EPS, 1.0 - BCE_EPS)
-            return -ops.mean(targets * ops.log(p) + (1.0 - targets) * ops.log(1.0 - p))
-        return ops.mean(err * err) + ops.mean(ops.abs(err))
+        loss = None
+        for term, weight in self.loss_terms:  # constants: graph mode unrolls the loop
+            if term == "mse":
+                value = ops.mean(err * err)
+            elif term == "l1":
+                value = ops.mean(ops.abs(err))
+            else:  # "bce": pixels as probabilities (Shi et al. 2015 trained ConvLSTM so), outputs in (0, 1)
+                p = ops.clamp(predictions, BCE_EPS, 1.0 - BCE_EPS)
+                value = -ops.mean(targets * ops.log(p) + (1.0 - targets) * ops.log(1.0 - p))
+            if weight != 1.0:
+                value = value * weight
+            loss = value if loss is None else loss + value
+        return loss
 
     # -- steps -------------------------------------------------------------------------------------------------------
     def training_step(self, batch):

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from mindspore import Parameter, Tensor, nn, ops
 
-from models.base import VideoPredictionModule, canonical_loss, per_frame_key
+from models.base import VideoPredictionModule, canonical_loss, loss_terms, per_frame_key
 from msforge import DataLoader, DataModule, Trainer, metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -80,6 +80,8 @@ def scaled_predictions(inputs, out_frames, scale):
     ("l1", lambda e: np.mean(np.abs(e))), ("mae", lambda e: np.mean(np.abs(e))),
     ("l1+l2", lambda e: np.mean(e ** 2) + np.mean(np.abs(e))),
     ("mse+mae", lambda e: np.mean(e ** 2) + np.mean(np.abs(e))),
+    ({"mse": 1.0, "l1": 0.2}, lambda e: np.mean(e ** 2) + 0.2 * np.mean(np.abs(e))),
+    ({"mae": 0.5, "l2": 3}, lambda e: 0.5 * np.mean(np.abs(e)) + 3 * np.mean(e ** 2)),
 ])
 def test_compiled_training_step_loss_and_metrics_match_numpy(loss, reference):
     module = Scaled(scale=0.7, loss=loss, in_frames=2, out_frames=3, frame_shape=SHAPE)
@@ -109,6 +111,23 @@ def test_unknown_loss_is_a_one_line_error_naming_it(bad):
     message = str(err.value)
     assert repr(bad) in message and "'mse'" in message and "'l1+l2'" in message and "\n" not in message
     assert canonical_loss("mse+mae") == "l1+l2" and canonical_loss("mae") == "l1"
+
+
+@pytest.mark.parametrize("bad, named", [
+    ({}, "{}"), ({"mse": 1.0, "l3": 1.0}, "'l3'"), ({"l1+l2": 1.0}, "'l1+l2'"), ({"mse": 0.0}, "0.0"),
+    ({"l1": -1}, "-1"), ({"mse": "1"}, "'1'"), ({"mse": True}, "True"), ({"mse": 1, "l2": 1}, "'l2'"),
+])
+def test_bad_loss_weights_are_a_one_line_error_naming_the_value(bad, named):
+    with pytest.raises(ValueError) as err:
+        Scaled(loss=bad)
+    assert named in str(err.value) and "\n" not in str(err.value)
+
+
+def test_loss_weights_keep_the_named_losses_terms():
+    # "l1+l2" is the unweighted sum, so its runs (and checkpoints' hparams) keep their meaning
+    assert loss_terms("l1+l2") == loss_terms({"mse": 1, "l1": 1}) == (("mse", 1.0), ("l1", 1.0))
+    assert loss_terms("mae") == (("l1", 1.0),) and loss_terms({"l2": 0.5}) == (("mse", 0.5),)
+    assert Scaled(loss={"mse": 1.0, "l1": 0.2}).hparams["loss"] == {"mse": 1.0, "l1": 0.2}
 
 
 def test_extra_losses_are_added_to_the_loss_and_returned_for_logging():
