@@ -250,6 +250,16 @@ def test_types_follow_annotations_and_hints():
     assert C.check_kwargs(FakeTrainer, {"max_epochs": "abc"}, "trainer") == {"max_epochs": "abc"}
 
 
+def test_a_base_class_annotation_reaches_a_subclass_through_its_chained_signature():
+    # VideoPredictionModule's loss is Union[str, dict]; a model subclass's signature carries it on
+    from models.convgru import ConvGRUModule
+    weights = {"mse": 1.0, "l1": 0.5}
+    assert C.check_kwargs(ConvGRUModule, {"loss": weights}, "model.init_args") == {"loss": weights}
+    assert C.check_kwargs(ConvGRUModule, {"loss": "l1+l2"}, "model.init_args") == {"loss": "l1+l2"}
+    message = error_of(C.check_kwargs, ConvGRUModule, {"loss": 3}, "model.init_args")
+    assert message == "model.init_args.loss=3: expected str or a mapping, got int"
+
+
 def test_kwargs_constructors_take_unknown_keys_and_required_ones_must_be_given():
     assert C.check_kwargs(Flexible, {"patch": 4, "hidden": [8]}, "m") == {"patch": 4, "hidden": [8]}
     assert "missing required argument monitor (set callbacks.0.init_args.monitor)" in error_of(
