@@ -545,19 +545,22 @@ def late_error_message(run, stage, err):
         next((ln.strip() for ln in str(err).splitlines() if ln.strip()), "")
     if isinstance(err, ConfigError):
         return text
+    from msforge.arguments import MisconfigurationError
+
     exp = run.exp
     sections = [("model", exp.model), ("data", exp.data), ("lr_scheduler", exp.lr_scheduler)] + \
         [(f"callbacks.{i}", c) for i, c in enumerate(exp.callbacks)]
+    if isinstance(err, MisconfigurationError) and err.key is None:
+        sections = []  # the Trainer's own diagnosis (of training_step, say): a word like "loss" in it names no key
     words = {"learning rate": "lr", "learning_rate": "lr"}
     for section, comp in sections:
         for key, value in (comp.init_args.items() if comp is not None else ()):
             names = [key] + [w for w, k in words.items() if k == key]
             if any(re.search(rf"(?<![\w]){re.escape(n)}(?![\w])", text) for n in names):
                 return f"{section}.init_args.{key}={value!r}: {stage} failed: {type(err).__name__}: {text}"
-    for key, value in exp.trainer_kwargs.items():
+    for key, value in (exp.trainer_kwargs.items() if sections else ()):
         if re.search(rf"(?<![\w]){re.escape(key)}(?![\w])", text):
             return f"trainer.{key}={value!r}: {stage} failed: {type(err).__name__}: {text}"
-    from msforge.arguments import MisconfigurationError
 
     report = glob.glob(os.path.join(os.environ.get("MS_OM_PATH", os.curdir), "rank_*", "om", "analyze_fail.ir"))
     notes = [f"MindSpore's report: {report[0]}"] if report else []

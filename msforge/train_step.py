@@ -9,10 +9,24 @@ of them. Whether a call updates the weights is decided by the host and passed in
 accumulation, a bool Tensor with it. (A Python ``False`` would compile a second graph, and MindSpore 2.10 mis-compiles
 that one: value_and_grad's aux output gets wired to the wrong value.)
 """
+import itertools
 from dataclasses import dataclass
 
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
+
+# The graph returns a dict output as the tuple of its values: MindSpore 2.10's compile cache cannot store a dict
+# output ("Cannot export a PyExecute CNode in MindIR", bench/cache_outputs.py), and unrolled N times in one graph
+# (MultiStep) a dict comes back wrong. The names are recorded here while the step compiles (a constexpr runs at compile
+# time), per step: () for a Tensor output. A step whose graph was loaded from the compile cache records nothing.
+_OUTPUT_NAMES = {}
+_SLOTS = itertools.count()
+
+
+@ops.constexpr(reuse_result=False)
+def _record_output_names(slot, names):
+    _OUTPUT_NAMES[slot] = names
+    return True
 
 
 @dataclass(frozen=True)
@@ -67,8 +81,9 @@ class TrainStep(nn.Cell):
 
     The loss is ``module.training_step(batch)`` (automatic optimization), or ``loss_fn(*batch)`` when a ``loss_fn`` is
     given (``Module.manual_step``); gradients are taken with respect to ``optimizer.parameters`` only.
-    Returns ``(outputs, finite, scale)``: what the loss function returned (a Tensor or dict of scalar Tensors), whether
-    the update's gradients were finite (always True without loss scaling), and the loss scale after this step.
+    Returns ``(outputs, finite, scale)``: what the loss function returned (a Tensor, or for a dict of scalar Tensors
+    the tuple of its values in its key order: ``output_names`` holds the keys), whether the update's gradients were
+    finite (always True without loss scaling), and the loss scale after this step.
     """
 
     def __init__(self, module, optimizer, accumulate_grad_batches=1, gradient_clip_val=None,
@@ -88,8 +103,8 @@ class TrainStep(nn.Cell):
         self.grad_reducer = grad_reducer
         self.unpack_batch = loss_fn is not None
         self.loss_fn = loss_fn
-        self.grad_fn = ops.value_and_grad(self.forward, None, self.weights, has_aux=True)
-        self.grad_fn_values = ops.value_and_grad(self.forward_values, None, self.weights, has_aux=True)
+        self.output_slot = f"train_step_{next(_SLOTS)}"  # a constant in the graph: where its output names go
+        self.grad_fn = ops.value_and_grad(self.forward_values, None, self.weights, has_aux=True)
         if self.accumulate > 1:
             self.accum_grads = self.weights.clone(prefix="accum_grads", init="zeros")
         if loss_scale is not None:
@@ -110,29 +125,33 @@ class TrainStep(nn.Cell):
         return loss, out
 
     def forward_values(self, batch, factor):
-        """``forward`` with a dict output as the tuple of its values (in its key order): MultiStep's aux. (Unrolled N
-        times in one graph, a dict aux comes back as the last step's dict for every step under loss scaling or
-        accumulation, measured with MindSpore 2.10; a tuple comes back right.)"""
+        """``forward`` with a dict output as the tuple of its values (in its key order), the keys recorded at compile
+        time (``output_names``)."""
         loss, out = self.forward(batch, factor)
         if isinstance(out, dict):
-            values = ()
+            names, values = (), ()
             for key in out:
+                names = names + (key,)
                 values = values + (out[key],)
+            _record_output_names(self.output_slot, names)
             return loss, values
+        _record_output_names(self.output_slot, ())
         return loss, out
 
-    def construct(self, is_update, batch):
-        return self.step(is_update, batch, False)
+    @property
+    def output_names(self):
+        """The output dict's keys, () for a Tensor output, None before compiling or when MindSpore took the compiled
+        graph from its compile cache (the names are not in it: see ``msforge.compile_cache``)."""
+        return _OUTPUT_NAMES.get(self.output_slot)
 
-    def step(self, is_update, batch, values):
-        """One step; ``values`` (a constant): a dict output comes back as its values' tuple (see forward_values)."""
+    def construct(self, is_update, batch):
+        return self.step(is_update, batch)
+
+    def step(self, is_update, batch):
         # One return statement only: MindSpore 2.10 mis-wires value_and_grad's aux output when construct returns early.
         scale = self.loss_scale * 1.0 if self.loss_scale_config is not None else ops.ones((), ms.float32)
         # one Tensor factor (scale / k): MindSpore 2.10 mis-compiles a Python-float multiply of the aux-carrying loss
-        if values:
-            (_, out), grads = self.grad_fn_values(batch, scale * self.micro_weight)
-        else:
-            (_, out), grads = self.grad_fn(batch, scale * self.micro_weight)
+        (_, out), grads = self.grad_fn(batch, scale * self.micro_weight)
         finite = ops.ones((), ms.bool_)
         if self.accumulate > 1:
             grads = self._accumulate(grads, is_update)
@@ -215,10 +234,10 @@ class MultiStep(nn.Cell):
             for item in batches:
                 batch = batch + (item[i],)
             if self.per_step_update:
-                out, finite, scale = self.step.step(is_updates[i], batch, True)
+                out, finite, scale = self.step.step(is_updates[i], batch)
                 skipped = skipped + ops.logical_and(is_updates[i], ops.logical_not(finite)).astype(ms.int32)
             else:
-                out, finite, scale = self.step.step(True, batch, True)
+                out, finite, scale = self.step.step(True, batch)
                 skipped = skipped + ops.logical_not(finite).astype(ms.int32)
             outputs = outputs + (out,)
         return self._stacked(outputs), skipped, scale

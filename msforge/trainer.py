@@ -23,6 +23,7 @@ from mindspore import Tensor, nn
 
 from msforge import checkpoint as ckpt_io
 from msforge.callback import Callback
+from msforge.compile_cache import load_output_names, save_output_names
 from msforge.arguments import MisconfigurationError, check_trainer_arguments, choice, limit_batches, parse_max_time
 from msforge.data import (DataLoader, DataModule, batch_size_of, group_batches, is_batch_list, iterate_batches,
                           loader_length)
@@ -560,15 +561,17 @@ class Trainer:
         return loss
 
     def _run_train_step(self, step, is_update, batch):
+        """One call of a compiled step; returns ``(outputs, finite, scale)`` with a dict output as a dict again."""
         batch = ms.mutable(batch)  # a plain tuple of Tensors would be compiled in as constants
         if self.accumulate_grad_batches > 1:
             is_update = Tensor(is_update, ms.bool_)
         if step.has_run:
-            return step(is_update, batch)
+            out, finite, scale = step(is_update, batch)
+            return (dict(zip(step.names, out)) if step.names else out), finite, scale
         what = "training_step" if step.loss_fn is None else f"manual_step's loss_fn {_name(step.loss_fn)}"
         try:
             with compile_report():
-                result = step(is_update, batch)
+                out, finite, scale = step(is_update, batch)
         except Exception as err:  # the first call compiles: turn MindSpore's report into one line
             if os.environ.get("MSFORGE_TRACEBACK"):
                 raise
@@ -578,13 +581,20 @@ class Trainer:
                 f"{what} of {type(self.module).__name__} failed in its first step ({type(err).__name__}: "
                 f"{first}); it must return a loss Tensor or a dict with a 'loss' Tensor.{hint} MSFORGE_TRACEBACK=1 "
                 "shows MindSpore's whole report") from None
-        out = result[0]
-        if not (isinstance(out, Tensor) or (isinstance(out, dict) and isinstance(out.get("loss"), Tensor))):
+        step.names = step.output_names
+        if step.names is None:  # MindSpore took the graph from its compile cache: the names are beside it
+            step.names = load_output_names(what, len(out) if isinstance(out, tuple) else 0)
+        else:
+            save_output_names(what, step.names)
+        if step.names:
+            out = dict(zip(step.names, out))
+        if not (isinstance(out, Tensor) or (isinstance(out, dict) and isinstance(out.get("loss"), Tensor)
+                                            and all(isinstance(v, Tensor) for v in out.values()))):
             got = f"a dict with keys {sorted(out)}" if isinstance(out, dict) else f"a {type(out).__name__}"
             raise MisconfigurationError(f"{what} of {type(self.module).__name__} returned {got}; return the "
                                         "loss Tensor or a dict with a 'loss' Tensor (and more scalar Tensors)")
         step.has_run = True
-        return result
+        return out, finite, scale
 
     def _check_finite_loss(self, loss, batch_idx):
         bad = not math.isfinite(loss)
@@ -948,7 +958,7 @@ class Trainer:
                          loss_scale=self.loss_scale_config, grad_reducer=reducer, loss_fn=loss_fn,
                          scale_state=scale_state)
         step.set_train(True)
-        step.has_run = False
+        step.has_run, step.names = False, None
         return step
 
     def _prepare_manual_optimization(self, model):
