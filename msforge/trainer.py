@@ -256,9 +256,11 @@ class Trainer:
                 self._prepare_executions()
             else:
                 self._prepare_manual_optimization(model)
+            self._carried_fit_time = 0.0
             if resume is not None:
                 self._restore(*resume, train_loader)
-            self._fit_start_time = time.monotonic()
+            # max_time counts the whole fit, the time before a resume included (as Lightning's Timer)
+            self._fit_start_time = time.monotonic() - self._carried_fit_time
             self._call("on_fit_start")
             if self.num_sanity_val_steps and val_loaders and not self._interrupt_pending():
                 self._sanity_check(val_loaders)
@@ -1055,6 +1057,7 @@ class Trainer:
             "batches_done": 0 if epoch_done else self._batches_done,
             "total_batches": self._total_batches,
             "skipped_steps": self.skipped_steps,
+            "fit_seconds": 0.0 if self._fit_start_time is None else time.monotonic() - self._fit_start_time,
             "train_means": EpochMeans().state_dict() if epoch_done else self._train_means.state_dict(),
             "callback_metrics": dict(self.callback_metrics),  # what schedulers/callbacks read next (e.g. val_loss)
             "hparams": dict(getattr(self.module, "hparams", {}) or {}),
@@ -1124,6 +1127,7 @@ class Trainer:
         self.current_epoch = state["epoch"]
         self.global_step = state["global_step"]
         self.skipped_steps = state.get("skipped_steps", 0)
+        self._carried_fit_time = float(state.get("fit_seconds", 0.0))
         self._resume_batches = self._batches_done = state["batches_done"]
         self._total_batches = state.get("total_batches", self.current_epoch * self.num_training_batches
                                         + self._batches_done)

@@ -276,6 +276,30 @@ def test_max_time_stops_training():
     assert time.monotonic() - start < 10 and 5 <= t.global_step < 100
 
 
+def test_max_time_counts_the_time_before_a_resume(tmp_path):
+    """A resumed fit's max_time includes the time of the fit that saved the checkpoint: with the same limit it trains no
+    further step; with a longer one it trains on."""
+    train, _ = loaders(n=256)
+
+    class Slow(msforge.Callback):
+        def on_train_batch_end(self, *args):
+            time.sleep(0.05)
+
+    first = quiet(max_epochs=1000, max_time={"seconds": 2}, num_sanity_val_steps=0, callbacks=[Slow()])
+    first.fit(Regression(), train_dataloaders=train)
+    path = str(tmp_path / "timed_out.ckpt")
+    first.save_checkpoint(path)
+    assert first.global_step >= 5
+
+    same = quiet(max_epochs=1000, max_time={"seconds": 2}, num_sanity_val_steps=0, callbacks=[Slow()])
+    same.fit(Regression(), train_dataloaders=train, ckpt_path=path)
+    assert same.global_step == first.global_step
+
+    longer = quiet(max_epochs=1000, max_time={"seconds": 4}, num_sanity_val_steps=0, callbacks=[Slow()])
+    longer.fit(Regression(), train_dataloaders=train, ckpt_path=path)
+    assert first.global_step < longer.global_step < 3 * first.global_step
+
+
 def test_validate_test_predict_return_values():
     train, val = loaders()
     model = Regression()
