@@ -17,7 +17,7 @@ The base does the rest:
 
 * the batch: ``(inputs, targets)`` as the data modules give it, or one video tensor whose first ``in_frames`` frames are
   the inputs and the next ``out_frames`` the targets (:meth:`split_batch`);
-* the loss (``loss="mse" | "l1" | "l1+l2"``, means over all elements, or weights such as ``{"mse": 1.0, "l1": 0.2}``;
+* the loss (``loss="mse" | "l1" | "l1+l2" | "bce" | "ssim"``, means over all elements, or weights such as ``{"mse": 1.0, "l1": 0.2}``;
   "mae" and "mse+mae" are the old spellings of "l1" and "l1+l2"), plus the extra terms of :meth:`training_forward`;
 * ``training_step`` (compiled), ``validation_step``, ``test_step``, ``predict_step`` (host) and the metrics MSE, MAE,
   SSIM, PSNR of ``msforge.metrics`` (per-frame sums over pixels, averaged over frames); the test stage also logs the
@@ -44,21 +44,22 @@ import typing
 import numpy as np
 from mindspore import Tensor, nn, ops
 
-__all__ = ["VideoPredictionModule", "LOSSES", "canonical_loss", "loss_terms", "BASE_ARGUMENTS", "DEFAULT_FRAME_SHAPE",
-           "per_frame_key"]
+__all__ = ["VideoPredictionModule", "LOSSES", "canonical_loss", "loss_terms", "ssim_of_frames", "BASE_ARGUMENTS",
+           "DEFAULT_FRAME_SHAPE", "per_frame_key"]
 
 DEFAULT_FRAME_SHAPE = (1, 64, 64)  # (C, H, W) of Moving MNIST
 
 # canonical name -> the names accepted for it ("mae", "mse+mae": ConvLSTMModule's spellings before the base class)
-LOSSES = {"mse": ("mse", "l2"), "l1": ("l1", "mae"), "l1+l2": ("l1+l2", "mse+mae"), "bce": ("bce",)}
+LOSSES = {"mse": ("mse", "l2"), "l1": ("l1", "mae"), "l1+l2": ("l1+l2", "mse+mae"), "bce": ("bce",),
+          "ssim": ("ssim",)}
 BCE_EPS = 1e-6  # predictions are clamped to [eps, 1 - eps] inside the binary cross-entropy
 _LOSS_ALIASES = {alias: name for name, aliases in LOSSES.items() for alias in aliases}
-SINGLE_TERMS = ("mse", "l1", "bce")  # what a dict of loss weights may name
+SINGLE_TERMS = ("mse", "l1", "bce", "ssim")  # what a dict of loss weights may name
 RESERVED_OUTPUTS = ("loss", "mse", "mae")  # training_step's own keys; extra losses take other names
 
 
 def canonical_loss(loss):
-    """``"mse"``, ``"l1"``, ``"l1+l2"`` or ``"bce"`` for any accepted spelling of ``loss``; one-line ValueError
+    """``"mse"``, ``"l1"``, ``"l1+l2"``, ``"bce"`` or ``"ssim"`` for any accepted spelling of ``loss``; one-line ValueError
     otherwise."""
     if not isinstance(loss, str) or loss not in _LOSS_ALIASES:
         raise ValueError(f"loss={loss!r}: expected one of {', '.join(map(repr, _LOSS_ALIASES))}, or a dict of "
@@ -68,7 +69,7 @@ def canonical_loss(loss):
 
 def loss_terms(loss):
     """``((term, weight), ...)`` of ``loss``: a name (``"l1+l2"`` is ``(("mse", 1.0), ("l1", 1.0))``) or a dict of
-    weights over "mse", "l1" and "bce" (``{"mse": 1.0, "l1": 0.2}``: a sum weighted so); one-line ValueError for a bad
+    weights over "mse", "l1", "bce" and "ssim" (``{"mse": 1.0, "l1": 0.2}``: a sum weighted so); one-line ValueError for a bad
     name or weight."""
     if not isinstance(loss, dict):
         name = canonical_loss(loss)
@@ -86,6 +87,28 @@ def loss_terms(loss):
             raise ValueError(f"loss={loss!r}: weight {weight!r} of {term!r} must be a number > 0")
         terms[name] = float(weight)
     return tuple(terms.items())
+
+
+def ssim_of_frames(predictions, targets):
+    """Mean SSIM of the frames of two (N, T, C, H, W) Tensors, a scalar Tensor: ``msforge.metrics.ssim``'s definition
+    (a uniform 7x7 window over each channel, the window's border cropped) in MindSpore operations, so a loss can
+    differentiate it. Unlike the metric it does not clip ``predictions`` to [0, 1]: clipping would stop the gradient."""
+    win = metrics.SSIM_WIN_SIZE
+    n, t, c, h, w = predictions.shape
+    x = predictions.reshape(n * t * c, 1, h, w)
+    y = targets.reshape(n * t * c, 1, h, w)
+
+    def local_mean(a):  # a valid average pool is the uniform filter with its border cropped
+        return ops.avg_pool2d(a, kernel_size=win, stride=1)
+
+    ux, uy = local_mean(x), local_mean(y)
+    uxx, uyy, uxy = local_mean(x * x), local_mean(y * y), local_mean(x * y)
+    cov_norm = win * win / (win * win - 1.0)  # sample covariance, as the metric
+    c1 = (metrics.SSIM_K1 * metrics.SSIM_DATA_RANGE) ** 2
+    c2 = (metrics.SSIM_K2 * metrics.SSIM_DATA_RANGE) ** 2
+    vx, vy, vxy = cov_norm * (uxx - ux * ux), cov_norm * (uyy - uy * uy), cov_norm * (uxy - ux * uy)
+    ssim_map = (2 * ux * uy + c1) * (2 * vxy + c2) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+    return ops.mean(ssim_map)
 
 
 def per_frame_key(k, out_frames):
@@ -195,8 +218,10 @@ class VideoPredictionModule(Module):
     ``lr``, ``weight_decay``: Adam's, constant unless :meth:`lr_scheduler` returns a scheduler.
     ``loss``: the training loss, "mse" (mean squared error over all elements), "l1" (mean absolute error), "l1+l2"
     (their sum) or "bce" (binary cross-entropy of the pixels, for a model whose outputs lie in (0, 1), e.g. after a
-    sigmoid); "mae" and "mse+mae" are accepted for "l1" and "l1+l2" (and "l2" for "mse"); or a dict of weights over
-    "mse", "l1" and "bce", e.g. ``{"mse": 1.0, "l1": 0.2}`` (a weighted sum: "l1+l2" is ``{"mse": 1, "l1": 1}``).
+    sigmoid) or "ssim" (1 - SSIM: ``msforge.metrics.ssim``'s definition on unclipped predictions, differentiable;
+    frames of at least 7x7); "mae" and "mse+mae" are accepted for "l1" and "l1+l2" (and "l2" for "mse"); or a dict of
+    weights over "mse", "l1", "bce" and "ssim", e.g. ``{"mse": 1.0, "l1": 0.2}`` (a weighted sum: "l1+l2" is
+    ``{"mse": 1, "l1": 1}``).
     Also ``val_loss``.
     ``in_frames``, ``out_frames``, ``frame_shape`` (C, H, W): the clip the model is built for, read by subclasses as
     ``self.in_frames``, ``self.out_frames``, ``self.frame_shape``; validation, test and predict batches are checked
@@ -240,6 +265,10 @@ class VideoPredictionModule(Module):
                            for v in frame_shape)):
             raise ValueError(f"{name}(frame_shape={frame_shape!r}): expected (channels, height, width), "
                              "three positive ints")
+        if "ssim" in dict(self.loss_terms) and min(frame_shape[1:]) < metrics.SSIM_WIN_SIZE:
+            win = metrics.SSIM_WIN_SIZE
+            raise ValueError(f"{name}(frame_shape={tuple(frame_shape)!r}): the 'ssim' loss needs frames of at least "
+                             f"{win}x{win}")
         for arg, value in (("lr", lr), ("weight_decay", weight_decay)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
                 raise ValueError(f"{name}({arg}={value!r}): expected a number >= 0")
@@ -293,6 +322,8 @@ class VideoPredictionModule(Module):
                 value = ops.mean(err * err)
             elif term == "l1":
                 value = ops.mean(ops.abs(err))
+            elif term == "ssim":
+                value = 1.0 - ssim_of_frames(predictions, targets)
             else:  # "bce": pixels as probabilities (Shi et al. 2015 trained ConvLSTM so), outputs in (0, 1)
                 p = ops.clamp(predictions, BCE_EPS, 1.0 - BCE_EPS)
                 value = -ops.mean(targets * ops.log(p) + (1.0 - targets) * ops.log(1.0 - p))

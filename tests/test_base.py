@@ -104,6 +104,41 @@ def test_bce_loss_is_the_binary_cross_entropy_of_the_pixels():
     np.testing.assert_allclose(float(out["loss"].asnumpy()), reference, rtol=1e-4)
 
 
+@pytest.mark.parametrize("loss, weight_mse, weight_ssim", [("ssim", 0.0, 1.0), ({"mse": 1.0, "ssim": 0.5}, 1.0, 0.5)])
+def test_ssim_loss_is_one_minus_the_ssim_metric(loss, weight_mse, weight_ssim):
+    module = Scaled(scale=0.7, loss=loss, in_frames=2, out_frames=3, frame_shape=SHAPE)
+    inputs, targets = clips()
+    out = CompiledStep(module)(Tensor(inputs), Tensor(targets))
+    pred = scaled_predictions(inputs, 3, 0.7).astype(np.float64)  # in [0, 0.7]: the metric's clipping is a no-op
+    reference = weight_mse * np.mean((pred - targets) ** 2) + weight_ssim * (1.0 - metrics.ssim(pred, targets))
+    np.testing.assert_allclose(float(out["loss"].asnumpy()), reference, rtol=1e-5)
+
+
+def test_ssim_loss_gradient_matches_finite_differences_of_the_metric():
+    module = Scaled(scale=0.7, loss="ssim", in_frames=2, out_frames=3, frame_shape=SHAPE)
+    inputs, targets = clips(seed=2)
+
+    class Loss(nn.Cell):
+        def __init__(self):
+            super().__init__(auto_prefix=False)
+            self.module = module
+
+        def construct(self, x, y):
+            return self.module.training_step((x, y))["loss"]
+
+    grads = ops.GradOperation(get_by_list=True)(Loss(), module.trainable_params())(Tensor(inputs), Tensor(targets))
+    h = 1e-4
+    loss_at = [1.0 - metrics.ssim(scaled_predictions(inputs.astype(np.float64), 3, 0.7 + d), targets)
+               for d in (h, -h)]
+    np.testing.assert_allclose(float(grads[0].asnumpy()), (loss_at[0] - loss_at[1]) / (2 * h), rtol=1e-3)
+
+
+def test_ssim_loss_on_frames_smaller_than_its_window_is_a_one_line_error():
+    with pytest.raises(ValueError) as err:
+        Scaled(loss={"mse": 1.0, "ssim": 0.1}, frame_shape=(1, 6, 8))
+    assert "(1, 6, 8)" in str(err.value) and "7x7" in str(err.value) and "\n" not in str(err.value)
+
+
 @pytest.mark.parametrize("bad", ["l3", "MSE", "", None, 2])
 def test_unknown_loss_is_a_one_line_error_naming_it(bad):
     with pytest.raises(ValueError) as err:
