@@ -136,6 +136,10 @@ class Conv2d(nn.Conv2d):
 
         self.forward_op = ops.Custom(f"{path}:Conv2dForward", out_shape=out_shape, out_dtype=lambda x, w, b, g: x,
                                      func_type="aot", bprop=bprop)
+        # PyNative caches an op's inferred output shape by its name, attributes and input shapes; out_shape reads
+        # stride, dilation and padding from its closure, so they are attributes too, or two convolutions differing
+        # only in stride would share one output shape (and the kernel would refuse the mismatch)
+        self.forward_op.add_prim_attr("msforge_geometry", f"{sh},{sw},{dh},{dw},{ph},{pw}")
         self.backward_op = backward  # kept as an attribute so the Cell owns both primitives
         # The kernel always adds a bias; without one it adds zeros (and its gradient is dropped).
         self.zero_bias = None if has_bias else Tensor(np.zeros(out_channels, np.float32))
@@ -171,6 +175,7 @@ class GroupNorm(nn.GroupNorm):
         self.forward_op = ops.Custom(f"{path}:GroupNormForward",
                                      out_shape=lambda x, gamma, beta, eps: (x, (x[0], groups), (x[0], groups)),
                                      out_dtype=lambda x, gamma, beta, eps: (x, x, x), func_type="aot", bprop=bprop)
+        self.forward_op.add_prim_attr("msforge_groups", groups)  # read by out_shape: see Conv2d's msforge_geometry
         self.backward_op = backward  # kept as an attribute so the Cell owns both primitives
         self.eps_tensor = Tensor([self.eps], ms.float32)
 

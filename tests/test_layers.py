@@ -126,6 +126,27 @@ def test_conv_kernel_in_pynative_mode():
 
 
 @needs_compiler
+def test_pynative_layers_that_differ_only_in_stride_or_groups_keep_their_own_output_shapes():
+    # PyNative caches inferred shapes by op name, attributes and input shapes: a stride-2 convolution followed by a
+    # stride-1 one on the same shapes (SimVP's encoder and decoder) once got the first one's output shape
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    try:
+        x = np.random.default_rng(3).normal(size=(2, 8, 12, 12)).astype(np.float32)
+        for stride in (2, 1):
+            fast, reference = conv_pair(8, 8, kernel_size=3, stride=stride, pad_mode="pad", padding=1, has_bias=True)
+            got, want = fast(Tensor(x)).asnumpy(), reference(Tensor(x)).asnumpy()
+            assert got.shape == want.shape == (2, 8, 12 // stride, 12 // stride)
+            np.testing.assert_allclose(got, want, atol=1e-5)
+        for groups in (2, 4):
+            fast, reference = GroupNorm(groups, 8), nn.GroupNorm(groups, 8)
+            w = np.random.default_rng(groups).normal(size=x.shape).astype(np.float32)
+            assert_close(forward_and_grads(fast, x, w), forward_and_grads(reference, x, w),
+                         ("y", "dx", "dgamma", "dbeta"))
+    finally:
+        ms.set_context(mode=ms.GRAPH_MODE)
+
+
+@needs_compiler
 def test_onednn_picks_direct_kernels_not_im2col_gemm_for_the_convlstm_gates():
     # what the kernel is for: on plain NCHW (MindSpore's own Conv2D) oneDNN runs "x64:gemm:jit"
     impl = ctypes.CDLL(conv2d_kernel()).MsforgeConvImpl
