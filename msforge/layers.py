@@ -10,6 +10,9 @@ library whose instruction set is not capped at AVX2 (MindSpore's own instance mu
 ``msforge/__init__.py``): AVX-512 kernels where the CPU has them. ``MSFORGE_ONEDNN_PRIVATE=0`` uses MindSpore's
 instance instead. Timed by ``bench/layers.py``, equal to ``nn.Conv2d`` within float32 rounding
 (``tests/test_layers.py``). Any other configuration or device, or no compiler: ``nn.Conv2d`` itself.
+:func:`use_bfloat16_convolutions` (what ``Trainer(precision="bf16-mixed")`` does on CPU) makes the kernel multiply
+in bfloat16 where the CPU has bfloat16 instructions: inputs, weights and the incoming gradient rounded to bfloat16,
+sums, outputs, gradients and the weights themselves float32.
 
 ``GroupNorm``: a drop-in for ``mindspore.nn.GroupNorm`` (same constructor, the same ``gamma`` / ``beta`` Parameters,
 so checkpoints move between the two). On CPU it runs a compiled C++ forward and backward (``msforge/kernels/
@@ -35,10 +38,12 @@ from mindspore import Tensor, nn, ops
 
 from msforge import kernels
 
-__all__ = ["Conv2d", "GroupNorm", "LSTMGates", "tanh", "conv2d_kernel", "group_norm_kernel", "lstm_gates_kernel"]
+__all__ = ["Conv2d", "GroupNorm", "LSTMGates", "tanh", "conv2d_kernel", "group_norm_kernel", "lstm_gates_kernel",
+           "bfloat16_convolutions", "use_bfloat16_convolutions"]
 
 _warned = set()
 _onednn_versions = {}  # library path -> oneDNN version it runs with (major * 10000 + minor * 100 + patch)
+_bf16_kernels = {}  # library path -> whether oneDNN gives a bfloat16 convolution a kernel of its own here
 
 
 def _warn_once(message, stacklevel=4):  # 4: the line that built the layer, through *_kernel() and __init__
@@ -85,6 +90,40 @@ def conv2d_kernel():
     return path
 
 
+def _cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return set(next(line for line in f if line.startswith("flags")).split(":")[1].split())
+    except (OSError, StopIteration):
+        return set()
+
+
+def bfloat16_convolutions():
+    """Whether :class:`Conv2d` can multiply in bfloat16 here: its kernel is in use, the CPU has bfloat16 instructions
+    (AVX512_BF16 or AMX; elsewhere oneDNN would emulate them, slower than float32) and oneDNN picks a kernel other
+    than its reference one for a bfloat16 convolution."""
+    path = conv2d_kernel()
+    if path is None or not _cpu_flags() & {"avx512_bf16", "amx_bf16"}:
+        return False
+    if path not in _bf16_kernels:
+        impl = ctypes.CDLL(path).MsforgeConvImpl
+        impl.restype, impl.argtypes = ctypes.c_char_p, [ctypes.c_int64] * 8
+        _bf16_kernels[path] = impl(16, 16, 8, 8, 16, 3, 1, 1).decode().endswith(" bf16")
+    return _bf16_kernels[path]
+
+
+def use_bfloat16_convolutions(cell):
+    """Make every :class:`Conv2d` in ``cell`` that runs msforge's kernel multiply in bfloat16; returns how many, 0
+    when :func:`bfloat16_convolutions` says no. Call it before the first call of the network: the setting is a
+    constant of each compiled graph, so graphs compiled before keep float32."""
+    convs = [c for _, c in cell.cells_and_names() if isinstance(c, Conv2d) and c.use_kernel]
+    if not convs or not bfloat16_convolutions():
+        return 0
+    for conv in convs:
+        conv.set_bfloat16(True)
+    return len(convs)
+
+
 def _kernel_padding(conv):
     """(pad_h, pad_w) of an ``nn.Conv2d`` the oneDNN kernel computes exactly as MindSpore does, or None: the same
     padding on both sides of each axis ("same" and "valid" only at stride 1, where that holds for every input size),
@@ -121,8 +160,11 @@ class Conv2d(nn.Conv2d):
         if not self.use_kernel:
             return
         (ph, pw), (kh, kw), (sh, sw), (dh, dw) = pads, self.kernel_size, self.stride, self.dilation
-        # the geometry, an input of both kernels (their shapes cannot tell a stride or a dilation)
-        self.geometry = Tensor(np.array([sh, sw, dh, dw, ph, pw, self.group], np.int64))
+        # the geometry, an input of both kernels (their shapes cannot tell a stride or a dilation); its last value
+        # says whether the multiplications read bfloat16 (set_bfloat16)
+        self._geometry = (sh, sw, dh, dw, ph, pw, self.group)
+        self.bfloat16 = False
+        self.geometry = Tensor(np.array([*self._geometry, 0], np.int64))
         backward = ops.Custom(f"{path}:Conv2dBackward", out_shape=lambda dy, x, w, g: (x, w, (w[0],)),
                               out_dtype=lambda dy, x, w, g: (x, w, w), func_type="aot")
 
@@ -143,6 +185,15 @@ class Conv2d(nn.Conv2d):
         self.backward_op = backward  # kept as an attribute so the Cell owns both primitives
         # The kernel always adds a bias; without one it adds zeros (and its gradient is dropped).
         self.zero_bias = None if has_bias else Tensor(np.zeros(out_channels, np.float32))
+
+    def set_bfloat16(self, enabled=True):
+        """Multiply in bfloat16 (x, the weights and the incoming gradient rounded; sums, outputs and gradients
+        float32) or in float32, in graphs compiled after the call (it is a constant of a compiled graph).
+        :func:`use_bfloat16_convolutions` also checks that the CPU has bfloat16 instructions."""
+        if not self.use_kernel:
+            raise ValueError("Conv2d.set_bfloat16: this layer runs MindSpore's Conv2D (no msforge kernel here)")
+        self.bfloat16 = bool(enabled)
+        self.geometry = Tensor(np.array([*self._geometry, int(self.bfloat16)], np.int64))
 
     def construct(self, x):
         # float16 / bfloat16 inputs (mixed precision casts them) take MindSpore's kernels; the dtype is a constant of

@@ -22,6 +22,7 @@ import numpy as np
 from mindspore import Tensor, nn
 
 from msforge import checkpoint as ckpt_io
+from msforge import layers
 from msforge.callback import Callback
 from msforge.compile_cache import load_output_names, save_output_names
 from msforge.arguments import MisconfigurationError, check_trainer_arguments, choice, limit_batches, parse_max_time
@@ -248,7 +249,7 @@ class Trainer:
             self.optimizers, self.lr_schedulers = self._configure_optimizers(model)
             self.optimizer = self.optimizers[0]
             self._validated, self._warned_monitors = False, set()
-            compute_dtype = self._compute_dtype()
+            compute_dtype = self._compute_dtype(model)
             if compute_dtype is not None:  # once, for every step compiled from here on
                 ms.amp.auto_mixed_precision(model, "O2", dtype=compute_dtype)
             if model.automatic_optimization:
@@ -939,14 +940,18 @@ class Trainer:
                                         "or epochs between scheduler steps)", key="frequency")
         return entry
 
-    def _compute_dtype(self):
-        """The dtype mixed precision computes in, or None (float32). "bf16-mixed" where MindSpore has no bfloat16
-        MatMul/Conv2D kernels (2.10's CPU backend, even on CPUs with AVX512_BF16: bench/bf16_kernels.py) trains in
-        float32, with one warning, rather than failing to compile."""
+    def _compute_dtype(self, model):
+        """The dtype MindSpore's mixed precision computes in, or None (float32). "bf16-mixed" where MindSpore has no
+        bfloat16 MatMul/Conv2D kernels (2.10's CPU backend, even on CPUs with AVX512_BF16: bench/bf16_kernels.py):
+        msforge.layers.Conv2d multiplies in bfloat16 where the CPU can (the rest stays float32); a model without
+        such layers, or a CPU without bfloat16 instructions, trains in float32 with one warning."""
         dtype = PRECISIONS[self.precision]
         if dtype == ms.bfloat16 and not bf16_kernels(ms.get_context("device_target")):
+            if layers.use_bfloat16_convolutions(model):
+                return None
             warnings.warn(f"precision='bf16-mixed': MindSpore {ms.__version__} has no bfloat16 MatMul/Conv2D kernels "
-                          f"on {ms.get_context('device_target')}; training in float32", RuntimeWarning, stacklevel=3)
+                          f"on {ms.get_context('device_target')} and the model has no msforge.layers.Conv2d that can "
+                          "multiply in bfloat16 here; training in float32", RuntimeWarning, stacklevel=3)
             return None
         return dtype
 

@@ -150,9 +150,9 @@ def test_pynative_layers_that_differ_only_in_stride_or_groups_keep_their_own_out
 def test_onednn_picks_direct_kernels_not_im2col_gemm_for_the_convlstm_gates():
     # what the kernel is for: on plain NCHW (MindSpore's own Conv2D) oneDNN runs "x64:gemm:jit"
     impl = ctypes.CDLL(conv2d_kernel()).MsforgeConvImpl
-    impl.restype = ctypes.c_char_p
-    chosen = impl(16, 64, 16, 16, 128, 3, 1).decode().split()
-    assert len(chosen) == 3 and not any("gemm" in name for name in chosen), chosen
+    impl.restype, impl.argtypes = ctypes.c_char_p, [ctypes.c_int64] * 8
+    chosen = impl(16, 64, 16, 16, 128, 3, 1, 0).decode().split()
+    assert len(chosen) == 4 and chosen[3] == "f32" and not any("gemm" in name for name in chosen[:3]), chosen
 
 
 @pytest.mark.parametrize("kwargs", [dict(stride=2, pad_mode="same"), dict(stride=2, pad_mode="valid"),
@@ -191,6 +191,46 @@ def test_mixed_precision_float16_inputs_take_mindspore_kernels():
     got, want = fast(x), reference(x)
     assert got.dtype == want.dtype == ms.float16
     assert np.array_equal(got.asnumpy(), want.asnumpy())
+
+
+needs_bf16 = pytest.mark.skipif(not layers.bfloat16_convolutions(),
+                                reason="no bfloat16 convolution kernels on this CPU (AVX512_BF16)")
+
+
+@needs_bf16
+@pytest.mark.parametrize("shape,out_channels,kwargs", [
+    ((4, 32, 12, 12), 64, dict(kernel_size=3, pad_mode="pad", padding=1, has_bias=True)),
+    ((4, 32, 12, 12), 32, dict(kernel_size=7, pad_mode="pad", padding=9, dilation=3, group=32, has_bias=True)),
+    ((4, 16, 12, 12), 16, dict(kernel_size=3, stride=2, pad_mode="pad", padding=1)),
+])
+def test_bfloat16_convolution_is_float32_within_bfloat16_rounding(shape, out_channels, kwargs):
+    ms.set_context(mode=ms.GRAPH_MODE)
+    fast, reference = conv_pair(shape[1], out_channels, **kwargs)
+    net = nn.SequentialCell([fast])
+    assert layers.use_bfloat16_convolutions(net) == 1 and fast.bfloat16
+    rng = np.random.default_rng(sum(shape))
+    x = rng.normal(size=shape).astype(np.float32)
+    w = rng.normal(size=reference(Tensor(x)).shape).astype(np.float32)
+    got, want = forward_and_grads(fast, x, w), forward_and_grads(reference, x, w)
+    for name, a, b in zip(("y", "dx", "dweight", "dbias"), got, want):
+        error = np.abs(a - b).max() / np.abs(b).max()
+        # bfloat16 keeps 8 significant bits (relative rounding 2^-9 = 0.002); float32 alone would be below 1e-6
+        assert 1e-5 < error < 1e-2, (name, error)
+
+
+@needs_bf16
+def test_bfloat16_gets_onednn_bfloat16_kernels_not_its_reference_ones():
+    impl = ctypes.CDLL(conv2d_kernel()).MsforgeConvImpl
+    impl.restype, impl.argtypes = ctypes.c_char_p, [ctypes.c_int64] * 8
+    chosen = impl(16, 32, 16, 16, 64, 3, 1, 1).decode().split()
+    assert chosen[3] == "bf16" and not any(name.startswith("ref") for name in chosen[:3]), chosen
+
+
+def test_bfloat16_on_a_layer_without_the_kernel_is_a_one_line_error():
+    conv = Conv2d(4, 4, 3, use_kernel=False)
+    assert layers.use_bfloat16_convolutions(nn.SequentialCell([conv])) == 0
+    with pytest.raises(ValueError, match="runs MindSpore's Conv2D"):
+        conv.set_bfloat16(True)
 
 
 class GatesLoss(nn.Cell):

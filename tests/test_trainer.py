@@ -8,7 +8,7 @@ import pytest
 from mindspore import Tensor, nn, ops
 
 import msforge
-from msforge import DataLoader, Module, Trainer
+from msforge import DataLoader, Module, Trainer, layers
 from msforge.trainer import MisconfigurationError
 
 
@@ -237,6 +237,52 @@ def test_bf16_mixed_without_bfloat16_kernels_trains_in_float32_with_one_warning(
         weights.append(model.fc.weight.asnumpy())
     assert "no bfloat16 MatMul/Conv2D kernels" in notes[0] and "training in float32" in notes[0]
     np.testing.assert_array_equal(weights[0], weights[1])
+
+
+class ConvRegression(Module):
+    """A 3x3 msforge.layers.Conv2d over 1-channel 8x8 images, mean-pooled to one number: a model with a convolution
+    msforge's kernel runs."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = layers.Conv2d(1, 8, 3, pad_mode="pad", padding=1, has_bias=True, weight_init="ones")
+
+    def training_step(self, batch):
+        x, y = batch
+        pred = self.conv(x).mean(axis=(1, 2, 3)).reshape(-1, 1)
+        return ((pred - y) ** 2).mean()
+
+    def configure_optimizers(self):
+        return nn.Adam(self.trainable_params(), learning_rate=0.01)
+
+
+def test_bf16_mixed_on_cpu_multiplies_msforge_convolutions_in_bfloat16_without_a_warning():
+    if not layers.bfloat16_convolutions():
+        pytest.skip("no bfloat16 convolution kernels here (the CPU needs AVX512_BF16)")
+    x = np.random.default_rng(0).normal(size=(64, 1, 8, 8)).astype(np.float32)
+    y = x.mean(axis=(1, 2, 3)).reshape(-1, 1) * 3.0
+
+    class Images:
+        def __len__(self):
+            return len(x)
+
+        def __getitem__(self, i):
+            return x[i], y[i]
+    results = {}
+    for precision in ("32", "bf16-mixed"):
+        ms.set_seed(0)
+        model = ConvRegression()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer = quiet(max_epochs=5, num_sanity_val_steps=0, precision=precision)
+            trainer.fit(model, train_dataloaders=DataLoader(Images(), 16))
+        assert not [w for w in caught if "bf16-mixed" in str(w.message)]
+        assert model.conv.bfloat16 == (precision == "bf16-mixed") and model.conv.weight.dtype == ms.float32
+        results[precision] = (model.conv.weight.asnumpy(), trainer.callback_metrics["train_loss_epoch"])
+    (w32, loss32), (w16, loss16) = results["32"], results["bf16-mixed"]
+    assert not np.array_equal(w32, w16)  # the multiplications did round to bfloat16
+    np.testing.assert_allclose(w16, w32, atol=0.02)
+    assert abs(loss16 - loss32) <= 0.05 * loss32 + 1e-4, (loss32, loss16)
 
 
 def test_fast_dev_run_limits_max_steps_and_overfit_batches():

@@ -24,8 +24,12 @@
 //
 // Signature (MindSpore's aot convention): int f(nparam, params, ndims, shapes, dtypes, stream, extra); params holds
 // the inputs then the outputs. The last input is the convolution's geometry, an int64 vector
-// (stride_h, stride_w, dilation_h, dilation_w, pad_h, pad_w, groups); the output size must be
+// (stride_h, stride_w, dilation_h, dilation_w, pad_h, pad_w, groups, bf16); the output size must be
 // (in + 2 * pad - dilation * (kernel - 1) - 1) / stride + 1, and the bottom/right padding is what that leaves.
+//
+// bf16 = 1: the multiplications read bfloat16 (the reorders into the blocked layout round x, the weights and dy),
+// the sums, the outputs and the gradients stay float32: Trainer(precision="bf16-mixed") on a CPU whose oneDNN has
+// bfloat16 kernels (AVX512_BF16). Where oneDNN would run a bfloat16 shape on its reference kernel, float32 is used.
 #include <dlfcn.h>
 
 #include <cstdint>
@@ -95,6 +99,7 @@ dnnl_status_t dnnl_reorder_primitive_desc_create(dnnl_primitive_desc_t* pd, cons
 const_dnnl_memory_desc_t dnnl_primitive_desc_query_md(const_dnnl_primitive_desc_t pd, int what, int index);
 dnnl_status_t dnnl_primitive_desc_query(const_dnnl_primitive_desc_t pd, int what, int index, void* result);
 dnnl_status_t dnnl_primitive_create(dnnl_primitive_t* primitive, const_dnnl_primitive_desc_t pd);
+dnnl_status_t dnnl_primitive_destroy(dnnl_primitive_t primitive);
 dnnl_status_t dnnl_primitive_execute(const dnnl_primitive_t primitive, dnnl_stream_t stream, int nargs,
                                      const dnnl_exec_arg_t* args);
 }
@@ -116,7 +121,7 @@ struct threadpool_iface {
 namespace {
 
 // oneDNN 3.x enum values.
-constexpr int kIsaAll = 0, kCpu = 1, kF32 = 3, kTagAny = 1, kTagA = 2, kTagAbcd = 5, kTagAbcde = 6;
+constexpr int kIsaAll = 0, kCpu = 1, kBf16 = 2, kF32 = 3, kTagAny = 1, kTagA = 2, kTagAbcd = 5, kTagAbcde = 6;
 constexpr int kForwardTraining = 64, kConvolutionDirect = 1;
 constexpr int kQueryImplInfo = 8, kQuerySrc = 129, kQueryDiffSrc = 130, kQueryWeights = 131, kQueryDiffWeights = 132,
               kQueryDst = 133, kQueryDiffDst = 134;
@@ -141,7 +146,7 @@ class OneDnnThreadPool : public dnnl::threadpool_interop::threadpool_iface {
   X(stream_wait) X(memory_desc_create_with_tag) X(memory_desc_equal) X(memory_create) X(memory_set_data_handle)  \
   X(convolution_forward_primitive_desc_create) X(convolution_backward_data_primitive_desc_create)               \
   X(convolution_backward_weights_primitive_desc_create) X(reorder_primitive_desc_create) X(primitive_desc_query_md) \
-  X(primitive_desc_query) X(primitive_create) X(primitive_execute)
+  X(primitive_desc_query) X(primitive_create) X(primitive_destroy) X(primitive_execute)
 
 struct OneDnn {
 #define MSFORGE_DECLARE(name) decltype(&dnnl_##name) name = nullptr;
@@ -239,10 +244,10 @@ struct Arg {
 };
 
 // One convolution problem: input (n, c, h, w), output (n, o, oh, ow), kernel kh x kw, strides, dilations (1: none),
-// top/left padding and what the output size leaves at the bottom/right, groups.
+// top/left padding and what the output size leaves at the bottom/right, groups, bfloat16 multiplications or not.
 struct Geometry {
-  int64_t n, c, h, w, o, oh, ow, kh, kw, sh, sw, dh, dw, ph, pw, ph_end, pw_end, groups;
-  std::vector<int64_t> Key() const { return {n, c, h, w, o, oh, ow, kh, kw, sh, sw, dh, dw, ph, pw, groups}; }
+  int64_t n, c, h, w, o, oh, ow, kh, kw, sh, sw, dh, dw, ph, pw, ph_end, pw_end, groups, bf16;
+  std::vector<int64_t> Key() const { return {n, c, h, w, o, oh, ow, kh, kw, sh, sw, dh, dw, ph, pw, groups, bf16}; }
 };
 
 // Bottom/right padding that gives `out` outputs from `in` inputs after `pad` at the top/left, or -1 when no padding
@@ -255,11 +260,12 @@ int64_t EndPadding(int64_t in, int64_t out, int64_t kernel, int64_t stride, int6
 }
 
 // The geometry from the shapes of x (N, C, H, W), weight (O, C / groups, KH, KW), the output (N, O, OH, OW) and the
-// int64 config (stride_h, stride_w, dilation_h, dilation_w, pad_h, pad_w, groups); false when they disagree.
+// int64 config (stride_h, stride_w, dilation_h, dilation_w, pad_h, pad_w, groups, bf16); false when they disagree.
 bool ReadGeometry(const int64_t* xs, const int64_t* ws, const int64_t* ys, const int64_t* config, Geometry* g) {
   *g = Geometry{xs[0], xs[1], xs[2], xs[3], ws[0], ys[2], ys[3], ws[2], ws[3], config[0], config[1], config[2],
-                config[3], config[4], config[5], 0, 0, config[6]};
+                config[3], config[4], config[5], 0, 0, config[6], config[7]};
   if (g->sh < 1 || g->sw < 1 || g->dh < 1 || g->dw < 1 || g->groups < 1) return false;
+  if (g->bf16 != 0 && g->bf16 != 1) return false;
   if (g->c != ws[1] * g->groups || g->o % g->groups || ys[0] != g->n || ys[1] != g->o) return false;
   g->ph_end = EndPadding(g->h, g->oh, g->kh, g->sh, g->dh, g->ph);
   g->pw_end = EndPadding(g->w, g->ow, g->kw, g->sw, g->dw, g->pw);
@@ -272,10 +278,24 @@ struct Plan {
   Arg x, w, b, y;                   // forward
   Arg dy_data, w_data, dx;          // backward data
   Arg x_weights, dy_weights, dw, db;  // backward weights
+  dnnl_primitive_desc_t fwd = nullptr, bwd_data = nullptr, bwd_weights = nullptr;
   bool share_dy = false;
+  bool bf16 = false;  // the multiplications read bfloat16
   const char* impl[3] = {"", "", ""};
 
+  // bfloat16 where asked and oneDNN has a kernel for it (not its reference one), else float32.
   bool Init(const Geometry& g) {
+    if (g.bf16 && Build(g, kBf16)) {
+      bool reference = false;
+      for (const char* name : impl) reference = reference || std::string(name).rfind("ref", 0) == 0;
+      if (!reference) return Arguments(g, kBf16);
+      for (dnnl_primitive_t p : {forward, backward_data, backward_weights}) onednn.primitive_destroy(p);
+    }
+    return Build(g, kF32) && Arguments(g, kF32);
+  }
+
+  // The three primitives with their multiplications reading `data` (kF32 or kBf16); sums and results float32.
+  bool Build(const Geometry& g, int data) {
     Runtime& rt = GetRuntime();
     if (!rt.ok) return false;
     dnnl_dims_t src_dims = {g.n, g.c, g.h, g.w}, b_dims = {g.o}, dst_dims = {g.n, g.o, g.oh, g.ow};
@@ -287,23 +307,23 @@ struct Plan {
     const int64_t* w_shape = grouped ? w_grouped : w_dims;
     dnnl_dims_t strides = {g.sh, g.sw}, dilates = {g.dh - 1, g.dw - 1}, padding_l = {g.ph, g.pw},
                 padding_r = {g.ph_end, g.pw_end};
-    dnnl_memory_desc_t src_plain, w_plain, b_plain, dst_plain, src_any, w_any, dst_any;
-    CHECK(onednn.memory_desc_create_with_tag(&src_plain, 4, src_dims, kF32, kTagAbcd));
-    CHECK(onednn.memory_desc_create_with_tag(&w_plain, w_ndims, w_shape, kF32, grouped ? kTagAbcde : kTagAbcd));
+    // what the multiplications read (x, weights, dy) in `data`; what is written (y, dx, dweights) in float32
+    dnnl_memory_desc_t b_plain, x_in, w_in, dy_in, y_out, dx_out, dw_out;
     CHECK(onednn.memory_desc_create_with_tag(&b_plain, 1, b_dims, kF32, kTagA));
-    CHECK(onednn.memory_desc_create_with_tag(&dst_plain, 4, dst_dims, kF32, kTagAbcd));
-    CHECK(onednn.memory_desc_create_with_tag(&src_any, 4, src_dims, kF32, kTagAny));
-    CHECK(onednn.memory_desc_create_with_tag(&w_any, w_ndims, w_shape, kF32, kTagAny));
-    CHECK(onednn.memory_desc_create_with_tag(&dst_any, 4, dst_dims, kF32, kTagAny));
-    dnnl_primitive_desc_t fwd, bwd_data, bwd_weights;
+    CHECK(onednn.memory_desc_create_with_tag(&x_in, 4, src_dims, data, kTagAny));
+    CHECK(onednn.memory_desc_create_with_tag(&w_in, w_ndims, w_shape, data, kTagAny));
+    CHECK(onednn.memory_desc_create_with_tag(&dy_in, 4, dst_dims, data, kTagAny));
+    CHECK(onednn.memory_desc_create_with_tag(&y_out, 4, dst_dims, kF32, kTagAny));
+    CHECK(onednn.memory_desc_create_with_tag(&dx_out, 4, src_dims, kF32, kTagAny));
+    CHECK(onednn.memory_desc_create_with_tag(&dw_out, w_ndims, w_shape, kF32, kTagAny));
     CHECK(onednn.convolution_forward_primitive_desc_create(&fwd, rt.engine, kForwardTraining, kConvolutionDirect,
-                                                            src_any, w_any, b_plain, dst_any, strides, dilates,
+                                                            x_in, w_in, b_plain, y_out, strides, dilates,
                                                             padding_l, padding_r, nullptr));
-    CHECK(onednn.convolution_backward_data_primitive_desc_create(&bwd_data, rt.engine, kConvolutionDirect, src_any,
-                                                                  w_any, dst_any, strides, dilates, padding_l,
+    CHECK(onednn.convolution_backward_data_primitive_desc_create(&bwd_data, rt.engine, kConvolutionDirect, dx_out,
+                                                                  w_in, dy_in, strides, dilates, padding_l,
                                                                   padding_r, fwd, nullptr));
     CHECK(onednn.convolution_backward_weights_primitive_desc_create(&bwd_weights, rt.engine, kConvolutionDirect,
-                                                                     src_any, w_any, b_plain, dst_any, strides,
+                                                                     x_in, dw_out, b_plain, dy_in, strides,
                                                                      dilates, padding_l, padding_r, fwd, nullptr));
     CHECK(onednn.primitive_create(&forward, fwd));
     CHECK(onednn.primitive_create(&backward_data, bwd_data));
@@ -311,7 +331,23 @@ struct Plan {
     onednn.primitive_desc_query(fwd, kQueryImplInfo, 0, &impl[0]);
     onednn.primitive_desc_query(bwd_data, kQueryImplInfo, 0, &impl[1]);
     onednn.primitive_desc_query(bwd_weights, kQueryImplInfo, 0, &impl[2]);
+    return true;
+  }
+
+  // The arguments of the primitives Build made: MindSpore's plain float32 buffers and the reorders to and from what
+  // the primitives want.
+  bool Arguments(const Geometry& g, int data) {
+    dnnl_dims_t src_dims = {g.n, g.c, g.h, g.w}, b_dims = {g.o}, dst_dims = {g.n, g.o, g.oh, g.ow};
+    dnnl_dims_t w_dims = {g.o, g.c, g.kh, g.kw}, w_grouped = {g.groups, g.o / g.groups, g.c / g.groups, g.kh, g.kw};
+    const bool grouped = g.groups > 1;
+    dnnl_memory_desc_t src_plain, w_plain, b_plain, dst_plain;
+    CHECK(onednn.memory_desc_create_with_tag(&src_plain, 4, src_dims, kF32, kTagAbcd));
+    CHECK(onednn.memory_desc_create_with_tag(&w_plain, grouped ? 5 : 4, grouped ? w_grouped : w_dims, kF32,
+                                             grouped ? kTagAbcde : kTagAbcd));
+    CHECK(onednn.memory_desc_create_with_tag(&b_plain, 1, b_dims, kF32, kTagA));
+    CHECK(onednn.memory_desc_create_with_tag(&dst_plain, 4, dst_dims, kF32, kTagAbcd));
     auto md = [](dnnl_primitive_desc_t pd, int what) { return onednn.primitive_desc_query_md(pd, what, 0); };
+    bf16 = data == kBf16;
     share_dy = onednn.memory_desc_equal(md(bwd_data, kQueryDiffDst), md(bwd_weights, kQueryDiffDst));
     return x.Init(src_plain, md(fwd, kQuerySrc), true) && w.Init(w_plain, md(fwd, kQueryWeights), true) &&
            b.Init(b_plain, b_plain, true) && y.Init(dst_plain, md(fwd, kQueryDst), false) &&
@@ -336,7 +372,7 @@ Plan* GetPlan(const Geometry& g) {
   return (plans[key] = std::move(plan)).get();
 }
 
-// Every tensor float32 with these numbers of dimensions, but the geometry input (at `config`): int64, 7 values.
+// Every tensor float32 with these numbers of dimensions, but the geometry input (at `config`): int64, 8 values.
 bool Checked(int nparam, const int* ndims, int64_t** shapes, const char** dtypes, std::vector<int> expected,
              int config) {
   if (nparam != static_cast<int>(expected.size())) return false;
@@ -344,7 +380,7 @@ bool Checked(int nparam, const int* ndims, int64_t** shapes, const char** dtypes
     const char* dtype = i == config ? "int64" : "float32";
     if (std::string(dtypes[i]) != dtype || ndims[i] != expected[i]) return false;
   }
-  return shapes[config][0] == 7;
+  return shapes[config][0] == 8;
 }
 
 }  // namespace
@@ -366,22 +402,24 @@ extern "C" const char* MsforgeOneDnnInstance() {
   return text;
 }
 
-// The implementations oneDNN chose for a shape ("forward backward_data backward_weights"), for tests and benches.
-// Stride 1, no dilation or groups, square kernel k, padding p on every side.
-extern "C" const char* MsforgeConvImpl(int64_t n, int64_t c, int64_t h, int64_t w, int64_t o, int64_t k, int64_t p) {
+// The implementations oneDNN chose for a shape and the data type the multiplications read ("forward backward_data
+// backward_weights f32|bf16"), for tests, benches and msforge.layers (which asks whether bfloat16 gets a kernel). Stride 1, no dilation or groups, square kernel k,
+// padding p on every side, bf16 as in the geometry.
+extern "C" const char* MsforgeConvImpl(int64_t n, int64_t c, int64_t h, int64_t w, int64_t o, int64_t k, int64_t p,
+                                       int64_t bf16) {
   static std::string text;
   std::lock_guard<std::mutex> lock(mutex);
   const int64_t xs[4] = {n, c, h, w}, ws[4] = {o, c, k, k}, ys[4] = {n, o, h + 2 * p - k + 1, w + 2 * p - k + 1};
-  const int64_t config[7] = {1, 1, 1, 1, p, p, 1};
+  const int64_t config[8] = {1, 1, 1, 1, p, p, 1, bf16};
   Geometry g;
   if (!ReadGeometry(xs, ws, ys, config, &g)) return "";
   Plan* plan = GetPlan(g);
   if (!plan) return "";
-  text = std::string(plan->impl[0]) + " " + plan->impl[1] + " " + plan->impl[2];
+  text = std::string(plan->impl[0]) + " " + plan->impl[1] + " " + plan->impl[2] + (plan->bf16 ? " bf16" : " f32");
   return text.c_str();
 }
 
-// inputs: x (N, C, H, W), weight (O, C / groups, KH, KW), bias (O), config (7,); output: y (N, O, OH, OW)
+// inputs: x (N, C, H, W), weight (O, C / groups, KH, KW), bias (O), config (8,); output: y (N, O, OH, OW)
 extern "C" int Conv2dForward(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes,
                              void* stream, void* extra) {
   if (!Checked(nparam, ndims, shapes, dtypes, {4, 4, 1, 1, 4}, 3)) return 1;
@@ -403,7 +441,7 @@ extern "C" int Conv2dForward(int nparam, void** params, int* ndims, int64_t** sh
   return ok ? 0 : 4;
 }
 
-// inputs: dy (N, O, OH, OW), x (N, C, H, W), weight (O, C / groups, KH, KW), config (7,); outputs: dx, dweight,
+// inputs: dy (N, O, OH, OW), x (N, C, H, W), weight (O, C / groups, KH, KW), config (8,); outputs: dx, dweight,
 // dbias (O)
 extern "C" int Conv2dBackward(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes,
                               void* stream, void* extra) {
