@@ -13,9 +13,12 @@ batch size, from experiments/convlstm_mnist.yaml), ``cpu_small`` (patch 4, 2+2 C
 first row) and ``seed`` (the ModelZoo encoder-forecaster, batch 2).
 Both sides in their fastest honest settings: msforge graph mode, no logger / checkpoint / progress bar; Lightning
 ``barebones=True`` (no logger, checkpointing, progress bar, model summary), ``torch.set_num_threads(2)``, eager
-float32, plain Adam. Needs ``pip install -r bench/requirements.txt`` (exits with a message when torch is missing).
+float32, plain Adam. ``--precision bf16-mixed`` gives both Trainers that precision (Lightning: ``torch.autocast``
+to bfloat16 on the CPU; msforge: its convolutions multiply in bfloat16). Needs ``pip install -r
+bench/requirements.txt`` (exits with a message when torch is missing).
 
-    python bench/vs_lightning.py [--archs default,cpu_small,seed] [--rounds 4] [--steps 5] [--warmup 2] [--json]
+    python bench/vs_lightning.py [--archs default,cpu_small,seed] [--rounds 4] [--steps 5] [--warmup 2]
+                                 [--precision 32|bf16-mixed] [--json]
 """
 import argparse
 import json
@@ -304,7 +307,8 @@ def child_msforge(args):
     total = args.total_steps
     data = [batches[i % len(batches)] for i in range(total)]
     trainer = Trainer(max_steps=total, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                      num_sanity_val_steps=0, callbacks=[GateCallback()], log_every_n_steps=50)
+                      num_sanity_val_steps=0, callbacks=[GateCallback()], log_every_n_steps=50,
+                      precision=args.precision)
     trainer.fit(model, train_dataloaders=data)
 
 
@@ -354,7 +358,7 @@ def child_lightning(args):
     trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=args.total_steps, max_epochs=1, barebones=True,
                          logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
-                         callbacks=[GateCallback()])
+                         callbacks=[GateCallback()], precision=args.precision)
     trainer.fit(model, loader)
 
 
@@ -375,7 +379,7 @@ class Child:
         self.log = open(self.log_path, "w")
         cmd = [sys.executable, os.path.abspath(__file__), "--child", role, "--arch", arch, "--batch", str(batch),
                "--data", data, "--warmup", str(args.warmup), "--total-steps", str(total_steps),
-               "--threads", str(args.threads)]
+               "--threads", str(args.threads), "--precision", args.precision]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
                                      cwd=workdir, env=env, bufsize=1)
@@ -475,6 +479,9 @@ def main():
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (the first compiles)")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--pause", type=float, default=0.5, help="seconds between blocks")
+    parser.add_argument("--precision", default="32", choices=("32", "bf16-mixed"),
+                        help="both Trainers' precision (bf16-mixed: Lightning autocasts to bfloat16 on the CPU; "
+                        "msforge's convolutions multiply in bfloat16)")
     parser.add_argument("--json", action="store_true", help="print only a JSON object")
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     parser.add_argument("--arch", help=argparse.SUPPRESS)
@@ -489,7 +496,7 @@ def main():
               "(torch==2.13.0, lightning) and try again", file=sys.stderr)
         emit({"vs_lightning_skipped": "torch or lightning not installed"}, True)
         sys.exit(3)
-    result, lines = {"vs_lightning_loadavg_start": loadavg()}, []
+    result, lines = {"vs_lightning_loadavg_start": loadavg(), "vs_lightning_precision": args.precision}, []
     workdir = tempfile.mkdtemp(prefix="bench_vs_lightning_")  # kept (with the subprocess logs) if a run fails
     try:
         for arch in [a for a in args.archs.split(",") if a]:
@@ -497,9 +504,10 @@ def main():
                 parser.error(f"--archs: {arch!r} is not one of {', '.join(MODEL_CHOICES)}")
             batch = args.batch or model_spec(arch)[1]
             r = bench_arch(args, arch, batch, workdir)
-            result.update(r)
+            prefix = "" if args.precision == "32" else "bf16_"  # keys of both precisions can share one JSON
+            result.update({prefix + key: value for key, value in r.items()})
             lines += [
-                f"{arch} (batch {batch}): parameters msforge {r[f'{arch}_params_msforge']:,} / torch twin "
+                f"{arch} (batch {batch}, precision {args.precision}): parameters msforge {r[f'{arch}_params_msforge']:,} / torch twin "
                 f"{r[f'{arch}_params_torch']:,} ({'equal' if r[f'{arch}_params_equal'] else 'DIFFERENT'}); twin "
                 f"forward max |diff| {r[f'{arch}_twin_max_abs_diff']:.2e} "
                 f"({'ok' if r[f'{arch}_twin_ok'] else 'NOT the same network'})",

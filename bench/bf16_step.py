@@ -1,0 +1,114 @@
+"""What bf16-mixed buys on this CPU (issue 15, item 1): a whole training step (forward, backward, Adam) with
+msforge.layers.Conv2d multiplying in bfloat16 (``Trainer(precision="bf16-mixed")`` on a CPU with AVX512_BF16) against
+the same step in float32, steps/s and the ratio bf16/fp32.
+
+Models, as their experiment configs build them: ``convlstm`` is the main job's (experiments/convlstm_mnist.yaml,
+batch 16), ``simvp`` the 2-hour run's SimVP-gSTA (experiments/mmnist_2h_lr3e-3.yaml, batch 16). One process per
+model holds both versions (same initial weights, each its own compiled step); blocks of ``--steps`` steps alternate
+between them for ``--rounds`` rounds after a warm-up that compiles; each figure is the median over rounds. Also
+prints each version's loss after the same steps on the same batches, to show the two train alike.
+
+    python bench/bf16_step.py [--rounds 5] [--steps 20] [--models convlstm,simvp] [--json]
+"""
+import argparse
+import importlib
+import json
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import ROOT, emit, last_json, loadavg, median  # noqa: E402
+
+CONFIGS = {"convlstm": "convlstm_mnist.yaml", "simvp": "mmnist_2h_lr3e-3.yaml"}
+
+
+def build(name, bfloat16):
+    """(TrainStep, ready batches) for the model of ``CONFIGS[name]``, its convolutions in bfloat16 or not."""
+    sys.path.insert(0, ROOT)
+    import msforge  # noqa: F401  (caps oneDNN's ISA before mindspore loads)
+    import mindspore as ms
+    import numpy as np
+    from mindspore import Tensor
+
+    from experiments.config import load_yaml
+    from msforge import layers
+    from msforge.train_step import TrainStep
+
+    config = load_yaml(os.path.join(ROOT, "experiments", CONFIGS[name]))
+    module_name, _, class_name = config["model"]["class_path"].rpartition(".")
+    ms.set_seed(0)
+    module = getattr(importlib.import_module(module_name), class_name)(**config["model"].get("init_args", {}))
+    if bfloat16 and not layers.use_bfloat16_convolutions(module):
+        raise SystemExit("bf16_step: no bfloat16 convolutions here (the CPU needs AVX512_BF16, and the kernels a "
+                         "C++ compiler)")
+    optimizer = module.configure_optimizers()
+    optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+    step = TrainStep(module, optimizer)
+    step.set_train(True)
+    batch = int(config["data"]["init_args"]["batch_size"])
+    clip = (module.in_frames + module.out_frames, *module.frame_shape)
+    rng = np.random.default_rng(0)
+    batches = [ms.mutable((Tensor(rng.random(size=(batch, *clip)).astype(np.float32)),)) for _ in range(4)]
+    return step, batches
+
+
+def child(name, rounds, steps):
+    import mindspore as ms
+
+    ms.set_context(mode=ms.GRAPH_MODE)
+    versions = {"fp32": build(name, False), "bf16": build(name, True)}
+    losses = {}
+    for key, (step, batches) in versions.items():  # compile, warm up, and the loss after the same 8 steps
+        for i in range(8):
+            out = step(True, batches[i % len(batches)])[0]
+        loss = out[0] if isinstance(out, tuple) else out
+        losses[key] = float(loss.asnumpy())
+    timings = {key: [] for key in versions}
+    for _ in range(rounds):
+        for key, (step, batches) in versions.items():
+            t0 = time.perf_counter()
+            for i in range(steps):
+                out = step(True, batches[i % len(batches)])[0]
+            (out[0] if isinstance(out, tuple) else out).asnumpy()
+            timings[key].append(steps / (time.perf_counter() - t0))
+    print(json.dumps({"model": name, **{key: median(v) for key, v in timings.items()},
+                      "loss_after_8_steps": losses, "loadavg": loadavg()}), flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=20, help="steps per block")
+    parser.add_argument("--models", default=",".join(CONFIGS))
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.rounds, args.steps)
+        return
+    result, lines = {}, []
+    for name in args.models.split(","):
+        if name not in CONFIGS:
+            raise SystemExit(f"bf16_step: --models {name!r}: expected some of {', '.join(CONFIGS)}")
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+        proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", name, "--rounds",
+                               str(args.rounds), "--steps", str(args.steps)],
+                              capture_output=True, text=True, env=env, timeout=3600)
+        if proc.returncode != 0:
+            raise SystemExit(f"bf16_step: {name} failed: {proc.stderr.strip().splitlines()[-1:]}")
+        row = last_json(proc.stdout)
+        ratio = row["bf16"] / row["fp32"]
+        result[f"bf16_step_{name}_fp32_steps_per_s"] = row["fp32"]
+        result[f"bf16_step_{name}_bf16_steps_per_s"] = row["bf16"]
+        result[f"bf16_step_{name}_ratio_bf16_over_fp32"] = ratio
+        loss = row["loss_after_8_steps"]
+        lines.append(f"{name:9s} fp32 {row['fp32']:6.2f} steps/s, bf16 {row['bf16']:6.2f} steps/s: ratio {ratio:.3f}; "
+                     f"loss after 8 steps fp32 {loss['fp32']:.5f}, bf16 {loss['bf16']:.5f} "
+                     f"(load average {row['loadavg']})")
+    emit(result, args.json, lines)
+
+
+if __name__ == "__main__":
+    main()
