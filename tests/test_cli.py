@@ -70,7 +70,9 @@ def test_print_config_is_every_default_and_the_overrides_and_writes_nothing(tmp_
     checkpoint, early_stopping = config["callbacks"][0]["init_args"], config["callbacks"][1]["init_args"]
     assert checkpoint["save_top_k"] == 1 and checkpoint["monitor"] == "val_mse"
     assert early_stopping["patience"] == 7 and early_stopping["check_finite"] is True
-    assert "lr_scheduler" not in config
+    scheduler = config["lr_scheduler"]  # the file's
+    assert scheduler["class_path"] == "msforge.schedulers.OneCycleLR" and scheduler["interval"] == "step"
+    assert scheduler["init_args"]["total_steps"] == 1000 and scheduler["init_args"]["max_lr"] == 3e-3
 
 
 def test_print_config_has_the_scheduler_section_with_its_defaults(tmp_path):
@@ -136,7 +138,8 @@ def test_help_with_a_config_lists_its_classes_arguments(tmp_path):
     assert headings == ["trainer: msforge.Trainer", "model: models.convlstm.ConvLSTMModule",
                         "data: datamodules.moving_mnist.MovingMNISTDataModule",
                         "callbacks.0: callbacks.ModelCheckpoint", "callbacks.1: callbacks.EarlyStopping",
-                        "callbacks.2: callbacks.TensorBoard", "callbacks.3: callbacks.LearningRateMonitor"]
+                        "callbacks.2: callbacks.TensorBoard", "callbacks.3: callbacks.LearningRateMonitor",
+                        "lr_scheduler: msforge.schedulers.OneCycleLR"]
 
     def line(key):
         found = [ln for ln in out.splitlines() if ln.split()[:1] == [key]]
