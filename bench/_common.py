@@ -80,4 +80,7 @@ def model_spec(name, config_path=DEFAULT_CONFIG):
             except ValueError:
                 pass
         kwargs[key] = value
+    # the benchmarks compare steps, twins and frameworks on the MSE loss (the PyTorch twins' loss), whatever loss the
+    # main job trains with
+    kwargs["loss"] = "mse"
     return kwargs, int(config["data"]["init_args"].get("batch_size", 16))
