@@ -20,13 +20,7 @@ import mindspore as ms  # noqa: E402
 import numpy as np  # noqa: E402
 from mindspore import Tensor, ops  # noqa: E402
 
-
-def cpu_flags():
-    try:
-        with open("/proc/cpuinfo") as f:
-            return set(next(line for line in f if line.startswith("flags")).split(":")[1].split())
-    except (OSError, StopIteration):
-        return set()
+from msforge.layers import _cpu_flags as cpu_flags  # noqa: E402
 
 
 def timed(fn, args, repeats):
@@ -53,7 +47,7 @@ def main():
         "MatMul": (ops.matmul, (a, b)),
         "BatchMatMul": (ops.bmm, (a.reshape(16, 1024, 576), np.broadcast_to(b, (16, 576, 64)).copy())),
     }
-    flags = cpu_flags()
+    flags = cpu_flags()  # msforge.layers reads them the same way to decide bf16-mixed
     result = {"device_target": ms.get_context("device_target"), "mindspore": ms.__version__,
               "cpu_avx512_bf16": "avx512_bf16" in flags, "oneDNN_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA")}
     for name, (fn, arrays) in cases.items():

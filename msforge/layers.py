@@ -91,6 +91,7 @@ def conv2d_kernel():
 
 
 def _cpu_flags():
+    """The CPU feature flags of /proc/cpuinfo (empty where it cannot be read)."""
     try:
         with open("/proc/cpuinfo") as f:
             return set(next(line for line in f if line.startswith("flags")).split(":")[1].split())
