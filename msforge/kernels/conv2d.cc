@@ -100,6 +100,7 @@ const_dnnl_memory_desc_t dnnl_primitive_desc_query_md(const_dnnl_primitive_desc_
 dnnl_status_t dnnl_primitive_desc_query(const_dnnl_primitive_desc_t pd, int what, int index, void* result);
 dnnl_status_t dnnl_primitive_create(dnnl_primitive_t* primitive, const_dnnl_primitive_desc_t pd);
 dnnl_status_t dnnl_primitive_destroy(dnnl_primitive_t primitive);
+dnnl_status_t dnnl_primitive_desc_destroy(dnnl_primitive_desc_t pd);
 dnnl_status_t dnnl_primitive_execute(const dnnl_primitive_t primitive, dnnl_stream_t stream, int nargs,
                                      const dnnl_exec_arg_t* args);
 }
@@ -146,7 +147,7 @@ class OneDnnThreadPool : public dnnl::threadpool_interop::threadpool_iface {
   X(stream_wait) X(memory_desc_create_with_tag) X(memory_desc_equal) X(memory_create) X(memory_set_data_handle)  \
   X(convolution_forward_primitive_desc_create) X(convolution_backward_data_primitive_desc_create)               \
   X(convolution_backward_weights_primitive_desc_create) X(reorder_primitive_desc_create) X(primitive_desc_query_md) \
-  X(primitive_desc_query) X(primitive_create) X(primitive_destroy) X(primitive_execute)
+  X(primitive_desc_query) X(primitive_desc_destroy) X(primitive_create) X(primitive_destroy) X(primitive_execute)
 
 struct OneDnn {
 #define MSFORGE_DECLARE(name) decltype(&dnnl_##name) name = nullptr;
@@ -290,6 +291,9 @@ struct Plan {
       for (const char* name : impl) reference = reference || std::string(name).rfind("ref", 0) == 0;
       if (!reference) return Arguments(g, kBf16);
       for (dnnl_primitive_t p : {forward, backward_data, backward_weights}) onednn.primitive_destroy(p);
+      for (dnnl_primitive_desc_t pd : {fwd, bwd_data, bwd_weights}) onednn.primitive_desc_destroy(pd);
+      forward = backward_data = backward_weights = nullptr;
+      fwd = bwd_data = bwd_weights = nullptr;
     }
     return Build(g, kF32) && Arguments(g, kF32);
   }
