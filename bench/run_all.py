@@ -35,6 +35,7 @@ BENCHMARKS = [
     ("tiny", "tiny.py", [], ["--rounds", "1", "--steps", "1600"], (900, 300)),
     ("bf16_kernels", "bf16_kernels.py", [], ["--repeats", "5"], (300, 120)),
     ("bf16_step", "bf16_step.py", [], ["--rounds", "2", "--steps", "5"], (1800, 600)),
+    ("ssim_loss", "ssim_loss.py", [], ["--rounds", "2", "--steps", "5"], (600, 300)),
     ("vs_lightning_bf16", "vs_lightning.py", ["--archs", "default", "--precision", "bf16-mixed"],
      ["--archs", "default", "--rounds", "2", "--steps", "3", "--warmup", "1", "--precision", "bf16-mixed"], (3600, 900)),
 ]

@@ -89,20 +89,24 @@ def loss_terms(loss):
     return tuple(terms.items())
 
 
-def ssim_of_frames(predictions, targets):
+def valid_window_mean(a, win):
+    """The mean of each ``win`` x ``win`` window lying inside the (B, 1, H, W) Tensor ``a``, shape (B, 1, H - win + 1,
+    W - win + 1): a valid average pool, as a 1 x win pool followed by a win x 1 one, which is faster forward and
+    backward than the square ``ops.avg_pool2d`` on CPU (``bench/ssim_loss.py``)."""
+    return ops.avg_pool2d(ops.avg_pool2d(a, kernel_size=(1, win), stride=1), kernel_size=(win, 1), stride=1)
+
+
+def ssim_of_frames(predictions, targets, window_mean=valid_window_mean):
     """Mean SSIM of the frames of two (N, T, C, H, W) Tensors, a scalar Tensor: ``msforge.metrics.ssim``'s definition
     (a uniform 7x7 window over each channel, the window's border cropped) in MindSpore operations, so a loss can
-    differentiate it. Unlike the metric it does not clip ``predictions`` to [0, 1]: clipping would stop the gradient."""
+    differentiate it. Unlike the metric it does not clip ``predictions`` to [0, 1]: clipping would stop the gradient.
+    ``window_mean(a, win)`` computes the windows' means (``bench/ssim_loss.py`` passes the average pool it replaced)."""
     win = metrics.SSIM_WIN_SIZE
     n, t, c, h, w = predictions.shape
     x = predictions.reshape(n * t * c, 1, h, w)
     y = targets.reshape(n * t * c, 1, h, w)
-
-    def local_mean(a):  # a valid average pool is the uniform filter with its border cropped
-        return ops.avg_pool2d(a, kernel_size=win, stride=1)
-
-    ux, uy = local_mean(x), local_mean(y)
-    uxx, uyy, uxy = local_mean(x * x), local_mean(y * y), local_mean(x * y)
+    ux, uy = window_mean(x, win), window_mean(y, win)
+    uxx, uyy, uxy = window_mean(x * x, win), window_mean(y * y, win), window_mean(x * y, win)
     cov_norm = win * win / (win * win - 1.0)  # sample covariance, as the metric
     c1 = (metrics.SSIM_K1 * metrics.SSIM_DATA_RANGE) ** 2
     c2 = (metrics.SSIM_K2 * metrics.SSIM_DATA_RANGE) ** 2

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from mindspore import Parameter, Tensor, nn, ops
 
-from models.base import VideoPredictionModule, canonical_loss, loss_terms, per_frame_key
+from models.base import VideoPredictionModule, canonical_loss, loss_terms, per_frame_key, valid_window_mean
 from msforge import DataLoader, DataModule, Trainer, metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -131,6 +131,15 @@ def test_ssim_loss_gradient_matches_finite_differences_of_the_metric():
     loss_at = [1.0 - metrics.ssim(scaled_predictions(inputs.astype(np.float64), 3, 0.7 + d), targets)
                for d in (h, -h)]
     np.testing.assert_allclose(float(grads[0].asnumpy()), (loss_at[0] - loss_at[1]) / (2 * h), rtol=1e-3)
+
+
+@pytest.mark.parametrize("win", [1, 3, 7])
+def test_valid_window_mean_is_the_mean_of_each_window_inside_the_frame(win):
+    a = np.random.default_rng(win).random((2, 1, 9, 12)).astype(np.float32)  # not square: the axes cannot swap
+    windows = np.lib.stride_tricks.sliding_window_view(a.astype(np.float64), (win, win), axis=(2, 3))
+    got = valid_window_mean(Tensor(a), win).asnumpy()
+    assert got.shape == (2, 1, 10 - win, 13 - win)
+    np.testing.assert_allclose(got, windows.mean(axis=(-2, -1)), atol=1e-6)
 
 
 def test_ssim_loss_on_frames_smaller_than_its_window_is_a_one_line_error():
