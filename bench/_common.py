@@ -2,6 +2,7 @@
 import json
 import os
 import statistics
+import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,6 +56,21 @@ def last_json(text):
             except ValueError:
                 continue
     raise ValueError("no JSON object line in the output")
+
+
+def child_env():
+    """The environment of a benchmark subprocess: this one's, with the repository first on PYTHONPATH."""
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+
+
+def run_child(script, args, what, timeout=3600):
+    """Run ``python script --child *args`` to its end and return the last JSON object it printed; one-line SystemExit
+    naming ``what`` and the child's last error line if it fails."""
+    proc = subprocess.run([sys.executable, os.path.abspath(script), "--child", *map(str, args)],
+                          capture_output=True, text=True, env=child_env(), timeout=timeout)
+    if proc.returncode != 0:
+        raise SystemExit(f"{what} failed: {proc.stderr.strip().splitlines()[-1:]}")
+    return last_json(proc.stdout)
 
 
 DEFAULT_CONFIG = os.path.join(ROOT, "experiments", "convlstm_mnist.yaml")

@@ -14,12 +14,11 @@ import argparse
 import importlib
 import json
 import os
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import ROOT, emit, last_json, loadavg, median  # noqa: E402
+from _common import ROOT, emit, loadavg, median, run_child  # noqa: E402
 
 CONFIGS = {"convlstm": "convlstm_mnist.yaml", "simvp": "mmnist_2h_lr3e-3.yaml"}
 
@@ -92,13 +91,7 @@ def main():
     for name in args.models.split(","):
         if name not in CONFIGS:
             raise SystemExit(f"bf16_step: --models {name!r}: expected some of {', '.join(CONFIGS)}")
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
-        proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", name, "--rounds",
-                               str(args.rounds), "--steps", str(args.steps)],
-                              capture_output=True, text=True, env=env, timeout=3600)
-        if proc.returncode != 0:
-            raise SystemExit(f"bf16_step: {name} failed: {proc.stderr.strip().splitlines()[-1:]}")
-        row = last_json(proc.stdout)
+        row = run_child(__file__, [name, "--rounds", args.rounds, "--steps", args.steps], f"bf16_step: {name}")
         ratio = row["bf16"] / row["fp32"]
         result[f"bf16_step_{name}_fp32_steps_per_s"] = row["fp32"]
         result[f"bf16_step_{name}_bf16_steps_per_s"] = row["bf16"]

@@ -12,12 +12,11 @@ compiles; each figure is the median over rounds.
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import ROOT, emit, last_json, loadavg, median, model_spec  # noqa: E402
+from _common import ROOT, emit, loadavg, median, model_spec, run_child  # noqa: E402
 
 MODELS = ("tiny", "convlstm")
 
@@ -112,13 +111,8 @@ def main():
         return
     result, lines = {}, []
     for name in args.models.split(","):
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
-        proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", name, "--rounds",
-                               str(args.rounds), "--steps", str(args.steps), "--every", str(args.every)],
-                              capture_output=True, text=True, env=env, timeout=3600)
-        if proc.returncode != 0:
-            raise SystemExit(f"host_sync: {name} failed: {proc.stderr.strip().splitlines()[-1:]}")
-        row = last_json(proc.stdout)
+        row = run_child(__file__, [name, "--rounds", args.rounds, "--steps", args.steps, "--every", args.every],
+                        f"host_sync: {name}")
         ratio = row["deferred"] / row["every_step"]
         result[f"host_sync_{name}_every_step_steps_per_s"] = row["every_step"]
         result[f"host_sync_{name}_deferred_steps_per_s"] = row["deferred"]

@@ -29,7 +29,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import MODEL_CHOICES, ROOT, emit, loadavg, median, model_spec  # noqa: E402
+from _common import MODEL_CHOICES, ROOT, child_env, emit, loadavg, median, model_spec  # noqa: E402
 
 STEP_MARK = "BENCH_STEP_END"
 
@@ -117,8 +117,7 @@ def onednn_child(args):
 
 
 def profile_onednn(args):
-    env = dict(os.environ, ONEDNN_VERBOSE="1",
-               PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+    env = dict(child_env(), ONEDNN_VERBOSE="1")
     cmd = [sys.executable, os.path.abspath(__file__), "--child", "--steps", str(args.steps), "--warmup",
            str(args.warmup), "--model", args.model] + (["--batch", str(args.batch)] if args.batch else []) + \
         (["--config", args.config] if args.config else [])

@@ -30,7 +30,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import MODEL_CHOICES, ROOT, emit, loadavg, median, model_spec, read_json_line, send  # noqa: E402
+from _common import MODEL_CHOICES, child_env, emit, loadavg, median, model_spec, read_json_line, send  # noqa: E402
 
 N_DATA_BATCHES = 4  # distinct batches, cycled
 TWIN_TOLERANCE = 1e-3  # max |msforge - torch| of the forward output on the same weights and input
@@ -380,7 +380,7 @@ class Child:
         cmd = [sys.executable, os.path.abspath(__file__), "--child", role, "--arch", arch, "--batch", str(batch),
                "--data", data, "--warmup", str(args.warmup), "--total-steps", str(total_steps),
                "--threads", str(args.threads), "--precision", args.precision]
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+        env = child_env()
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
                                      cwd=workdir, env=env, bufsize=1)
 
