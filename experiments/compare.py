@@ -1,17 +1,19 @@
 #!/usr/bin/env python
 """Equal-budget comparison: every model trained for the same wall time on this machine, tested on the same videos.
 
-    python experiments/compare.py [CONFIG ...] [--minutes 20] [--test-size 2000] [--val-every 100]
-                                  [--root runs/compare] [--out docs/compare] [--report-only]
+    python experiments/compare.py [CONFIG ...] [--minutes 20] [--test-size 2000] [--val-every 100] [--loss mse]
+                                  [--precision 32] [--root runs/compare] [--out docs/compare] [--report-only]
 
 CONFIG defaults to the five Moving MNIST experiments (convlstm, predrnn, predrnn_v2, simvp, tau ``_mnist.yaml``).
 Each one is run in turn by ``experiments/run.py`` (stages fit, test) from a copy of its config changed only where a
 fair comparison needs it: ``trainer.max_time`` = ``--minutes`` (compilation and validation count against it), one
 long epoch (``samples_per_epoch`` large enough never to end) validated every ``--val-every`` steps (default: the
 config's own ``val_check_interval`` when it counts steps, else 100), no early
-stopping, a ``Timer`` callback, and ``--test-size`` test videos (the data modules' test sets are generated from
-held-out digits with a fixed seed, so every model is tested on the same videos). Models, widths, losses and learning
-rates stay as their configs set them. Run nothing else on the machine meanwhile: the budget is wall time.
+stopping, a ``Timer`` callback, ``--test-size`` test videos (the data modules' test sets are generated from
+held-out digits with a fixed seed, so every model is tested on the same videos), the same ``--loss`` and
+``--precision`` for every model, and no ``lr_scheduler`` (a schedule sized in steps would stop at a different point
+of it for each model in a wall-time budget: each trains at its config's constant ``lr``). Models and widths stay as
+their configs set them. Run nothing else on the machine meanwhile: the budget is wall time.
 
 Writes ``OUT.md`` (a Markdown table: parameters, GFLOPs per video, training videos/s, videos seen, test MSE / MAE /
 SSIM, and the all-black and copy-last baselines on the same videos) and ``OUT.png`` (validation MSE against training
@@ -52,7 +54,7 @@ def find_config(name):
     raise SystemExit(f"error: config {name!r} not found (as given or in experiments/)")
 
 
-def fair_config(config, name, minutes, test_size, val_every, root):
+def fair_config(config, name, minutes, test_size, val_every, root, loss="mse", precision="32"):
     """A copy of ``config`` changed only where an equal-time comparison needs it (see the module docstring)."""
     config = json.loads(json.dumps(config))  # deep copy of plain YAML data
     config["name"] = f"compare_{name}"
@@ -60,7 +62,10 @@ def fair_config(config, name, minutes, test_size, val_every, root):
     interval = trainer.get("val_check_interval")
     if val_every is not None or not isinstance(interval, int) or isinstance(interval, bool):
         interval = int(val_every or DEFAULT_VAL_EVERY)  # a fraction of the never-ending epoch would never come
-    trainer.update(max_time=int(minutes * 60), max_epochs=1, val_check_interval=interval, default_root_dir=root)
+    trainer.update(max_time=int(minutes * 60), max_epochs=1, val_check_interval=interval, default_root_dir=root,
+                   precision=precision)
+    config.pop("lr_scheduler", None)
+    config["model"].setdefault("init_args", {})["loss"] = loss
     init = config["data"].setdefault("init_args", {})
     init.update(samples_per_epoch=ONE_EPOCH, test_size=int(test_size))
     callbacks = [c for c in config.get("callbacks") or [] if "EarlyStopping" not in c["class_path"]]
@@ -87,7 +92,8 @@ def _env():
 def run_one(config_path, args):
     name = model_name(config_path)
     with open(config_path) as f:
-        config = fair_config(yaml.safe_load(f), name, args.minutes, args.test_size, args.val_every, args.root)
+        config = fair_config(yaml.safe_load(f), name, args.minutes, args.test_size, args.val_every, args.root,
+                             yaml.safe_load(args.loss), args.precision)
     os.makedirs(args.root, exist_ok=True)
     derived = os.path.join(args.root, f"compare_{name}.yaml")
     with open(derived, "w") as f:
@@ -169,8 +175,16 @@ def count_cost(config):
 
 # == report ==========================================================================================================
 def report(names, runs, costs, out, minutes):
-    lines = [f"Equal wall time: {minutes:g} min of training each (compilation and validation included) on this "
-             "machine; test on the same held-out videos.", "",
+    settings = sorted({(str(run["config"]["model"].get("init_args", {}).get("loss", "mse")),
+                        str(run["config"]["trainer"].get("precision", "32")),
+                        "lr_scheduler" in run["config"]) for run in runs.values()})
+    trained = "; ".join(f"loss {loss}, precision {precision}, " + ("a learning-rate schedule" if scheduled else
+                                                                     "each config's constant learning rate")
+                        for loss, precision, scheduled in settings)
+    budgets = sorted({float(run["config"]["trainer"]["max_time"]) / 60 for run in runs.values()})  # as run
+    minutes = ", ".join(f"{m:g}" for m in budgets) if budgets else f"{minutes:g}"
+    lines = [f"Equal wall time: {minutes} min of training each (compilation and validation included) on this "
+             f"machine; {trained + '; ' if trained else ''}test on the same held-out videos.", "",
              "| model | parameters | GFLOPs / video | train videos/s | videos seen | test MSE | test MAE | test SSIM | cores |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     baselines, sequences = {}, None
@@ -228,6 +242,9 @@ def main(argv=None):
     parser.add_argument("--val-every", type=int, default=None,
                         help="validate every N training steps (default: the config's int val_check_interval, else "
                              f"{DEFAULT_VAL_EVERY})")
+    parser.add_argument("--loss", default="mse", help="every model's loss, as in a config: mse, l1+l2, "
+                        "'{mse: 1, l1: 0.5}' (default mse: the table compares models, not losses)")
+    parser.add_argument("--precision", default="32", help="every model's trainer.precision (default 32)")
     parser.add_argument("--root", default=os.path.join("runs", "compare"), help="run folders (default runs/compare)")
     parser.add_argument("--out", default=os.path.join("docs", "compare"), help="OUT.md and OUT.png (docs/compare)")
     parser.add_argument("--report-only", action="store_true", help="only rebuild the report from --root")
