@@ -39,7 +39,7 @@ from mindspore import Tensor, nn, ops
 from msforge import kernels
 
 __all__ = ["Conv2d", "GroupNorm", "LSTMGates", "tanh", "conv2d_kernel", "group_norm_kernel", "lstm_gates_kernel",
-           "bfloat16_convolutions", "use_bfloat16_convolutions"]
+           "bfloat16_convolutions", "bfloat16_convolutions_missing", "use_bfloat16_convolutions"]
 
 _warned = set()
 _onednn_versions = {}  # library path -> oneDNN version it runs with (major * 10000 + minor * 100 + patch)
@@ -99,18 +99,25 @@ def _cpu_flags():
         return set()
 
 
-def bfloat16_convolutions():
-    """Whether :class:`Conv2d` can multiply in bfloat16 here: its kernel is in use, the CPU has bfloat16 instructions
-    (AVX512_BF16 or AMX; elsewhere oneDNN would emulate them, slower than float32) and oneDNN picks a kernel other
-    than its reference one for a bfloat16 convolution."""
+def bfloat16_convolutions_missing():
+    """Why :class:`Conv2d` cannot multiply in bfloat16 here, as one phrase, or None when it can: it needs its kernel in
+    use, a CPU with bfloat16 instructions (AVX512_BF16 or AMX; elsewhere oneDNN would emulate them, slower than
+    float32) and a oneDNN kernel other than its reference one for a bfloat16 convolution."""
     path = conv2d_kernel()
-    if path is None or not _cpu_flags() & {"avx512_bf16", "amx_bf16"}:
-        return False
+    if path is None:
+        return "msforge's convolution kernel is not in use"
+    if not _cpu_flags() & {"avx512_bf16", "amx_bf16"}:
+        return "this CPU has no bfloat16 instructions (AVX512_BF16 or AMX)"
     if path not in _bf16_kernels:
         impl = ctypes.CDLL(path).MsforgeConvImpl
         impl.restype, impl.argtypes = ctypes.c_char_p, [ctypes.c_int64] * 8
         _bf16_kernels[path] = impl(16, 16, 8, 8, 16, 3, 1, 1).decode().endswith(" bf16")
-    return _bf16_kernels[path]
+    return None if _bf16_kernels[path] else "oneDNN has only its reference kernel for bfloat16 convolutions here"
+
+
+def bfloat16_convolutions():
+    """Whether :class:`Conv2d` can multiply in bfloat16 here (:func:`bfloat16_convolutions_missing` says why not)."""
+    return bfloat16_convolutions_missing() is None
 
 
 def use_bfloat16_convolutions(cell):

@@ -236,6 +236,7 @@ def test_bf16_mixed_without_bfloat16_kernels_trains_in_float32_with_one_warning(
         assert len(notes) == (precision == "bf16-mixed"), notes
         weights.append(model.fc.weight.asnumpy())
     assert "no bfloat16 MatMul/Conv2D kernels" in notes[0] and "training in float32" in notes[0]
+    assert "the model has no msforge.layers.Conv2d" in notes[0]
     np.testing.assert_array_equal(weights[0], weights[1])
 
 
@@ -283,6 +284,20 @@ def test_bf16_mixed_on_cpu_multiplies_msforge_convolutions_in_bfloat16_without_a
     assert not np.array_equal(w32, w16)  # the multiplications did round to bfloat16
     np.testing.assert_allclose(w16, w32, atol=0.02)
     assert abs(loss16 - loss32) <= 0.05 * loss32 + 1e-4, (loss32, loss16)
+
+
+def test_bf16_mixed_where_the_convolutions_cannot_use_bfloat16_warns_once_naming_why():
+    why = layers.bfloat16_convolutions_missing()
+    if why is None:
+        pytest.skip("bfloat16 convolution kernels here: bf16-mixed multiplies in bfloat16 without a warning")
+    x = np.ones((16, 1, 8, 8), np.float32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet(max_epochs=1, num_sanity_val_steps=0, precision="bf16-mixed").fit(
+            ConvRegression(), train_dataloaders=DataLoader(list(zip(x, x.mean(axis=(1, 2, 3)).reshape(-1, 1))), 16))
+    notes = [str(w.message) for w in caught if "bf16-mixed" in str(w.message)]
+    assert len(notes) == 1 and why in notes[0] and "training in float32" in notes[0], notes
+    assert "the model has no msforge.layers.Conv2d" not in notes[0] and "\n" not in notes[0]
 
 
 def test_fast_dev_run_limits_max_steps_and_overfit_batches():
