@@ -39,7 +39,8 @@ from mindspore import Tensor, nn, ops
 from msforge import kernels
 
 __all__ = ["Conv2d", "GroupNorm", "LSTMGates", "tanh", "conv2d_kernel", "group_norm_kernel", "lstm_gates_kernel",
-           "bfloat16_convolutions", "bfloat16_convolutions_missing", "use_bfloat16_convolutions"]
+           "bfloat16_convolutions", "bfloat16_convolutions_missing", "kernel_convolutions",
+           "use_bfloat16_convolutions"]
 
 _warned = set()
 _onednn_versions = {}  # library path -> oneDNN version it runs with (major * 10000 + minor * 100 + patch)
@@ -120,11 +121,16 @@ def bfloat16_convolutions():
     return bfloat16_convolutions_missing() is None
 
 
+def kernel_convolutions(cell):
+    """The :class:`Conv2d` cells in ``cell`` that run msforge's kernel."""
+    return [c for _, c in cell.cells_and_names() if isinstance(c, Conv2d) and c.use_kernel]
+
+
 def use_bfloat16_convolutions(cell):
     """Make every :class:`Conv2d` in ``cell`` that runs msforge's kernel multiply in bfloat16; returns how many, 0
     when :func:`bfloat16_convolutions` says no. Call it before the first call of the network: the setting is a
     constant of each compiled graph, so graphs compiled before keep float32."""
-    convs = [c for _, c in cell.cells_and_names() if isinstance(c, Conv2d) and c.use_kernel]
+    convs = kernel_convolutions(cell)
     if not convs or not bfloat16_convolutions():
         return 0
     for conv in convs:

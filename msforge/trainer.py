@@ -949,8 +949,8 @@ class Trainer:
         if dtype == ms.bfloat16 and not bf16_kernels(ms.get_context("device_target")):
             if layers.use_bfloat16_convolutions(model):
                 return None
-            has_convs = any(isinstance(c, layers.Conv2d) and c.use_kernel for _, c in model.cells_and_names())
-            why = layers.bfloat16_convolutions_missing() if has_convs else "the model has no msforge.layers.Conv2d"
+            why = (layers.bfloat16_convolutions_missing() if layers.kernel_convolutions(model)
+                   else "the model has no msforge.layers.Conv2d")
             warnings.warn(f"precision='bf16-mixed': MindSpore {ms.__version__} has no bfloat16 MatMul/Conv2D kernels "
                           f"on {ms.get_context('device_target')} and {why}; training in float32", RuntimeWarning,
                           stacklevel=3)
