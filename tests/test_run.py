@@ -469,12 +469,16 @@ def test_sigterm_in_the_last_validation_and_sigint_in_the_sanity_check_save_and_
     deadline = time.monotonic() + 180
     outputs = {}
     try:
-        for kind, (proc, started, sig) in runs.items():
-            while not started.exists():
+        # both watched at once: the sanity run's window (one 1-s sleep) closes long before the other's last validation
+        waiting = dict(runs)
+        while waiting:
+            for kind, (proc, started, sig) in list(waiting.items()):
                 assert proc.poll() is None, proc.communicate()
                 assert time.monotonic() < deadline, f"{kind}: the validation did not start"
-                time.sleep(0.05)
-            proc.send_signal(sig)
+                if started.exists():
+                    proc.send_signal(sig)
+                    del waiting[kind]
+            time.sleep(0.05)
         outputs = {kind: proc.communicate(timeout=120) for kind, (proc, _, _) in runs.items()}
     finally:
         for proc, _, _ in runs.values():
