@@ -429,7 +429,8 @@ VALUE_RULES = {
     "lr": _POSITIVE, "learning_rate": _POSITIVE, "max_lr": _POSITIVE, "base_lr": _POSITIVE,
     "weight_decay": _NON_NEGATIVE, "eta_min": _NON_NEGATIVE, "min_lr": _NON_NEGATIVE, "gamma": _POSITIVE,
     "batch_size": _AT_LEAST_1, "eval_batch_size": _AT_LEAST_1, "num_workers": _AT_LEAST_0,
-    "step_size": _AT_LEAST_1, "T_max": _AT_LEAST_1, "total_steps": _AT_LEAST_1, "patience": _AT_LEAST_0,
+    "step_size": _AT_LEAST_1, "T_max": _AT_LEAST_1, "patience": _AT_LEAST_0,
+    "total_steps": (lambda v: v == "max_time" or (_int(v) and v >= 1), "an int >= 1 or 'max_time'"),
 }
 # init_args naming folders a component writes into (ModelCheckpoint's dirpath, the loggers' log_dir)
 OUTPUT_DIR_ARGS = ("dirpath", "log_dir", "save_dir")
@@ -735,6 +736,9 @@ def check_experiment(config, trainer_cls, trainer_hints=None, bases=None, defaul
         scheduler = _component(spec, "lr_scheduler", bases.get("lr_scheduler"), packages.get("lr_scheduler"),
                                exclude=("optimizer",))
         options = {k: spec[k] for k in SCHEDULER_OPTIONS if k in spec}
+        if scheduler.init_args.get("total_steps") == "max_time" and trainer_kwargs.get("max_time") is None:
+            raise ConfigError("lr_scheduler.init_args.total_steps='max_time': the schedule lasts trainer.max_time, "
+                              "which is not set; set it, e.g. trainer.max_time='00:01:59:00'")
     return Experiment(config, trainer_kwargs, model, data, callbacks, config.get("seed"), config.get("name"),
                       scheduler, options)
 

@@ -31,7 +31,13 @@ def set_lrs(optimizer, lrs):
 
 
 class LRScheduler:
-    """Base class: subclasses compute ``lr_at(base_lr)`` from ``self.last_epoch`` (the number of ``step()`` calls)."""
+    """Base class: subclasses compute ``lr_at(base_lr)`` from ``self.last_epoch`` (the number of ``step()`` calls).
+
+    A scheduler whose ``follows_max_time`` is true is timed by the fit instead: the Trainer sets ``time_share`` to a
+    function giving the share of its ``max_time`` the fit has used so far (0 before the fit starts)."""
+
+    follows_max_time = False
+    time_share = None
 
     def __init__(self, optimizer):
         self.optimizer = optimizer
@@ -86,20 +92,33 @@ class CosineAnnealingLR(LRScheduler):
 
 class OneCycleLR(LRScheduler):
     """PyTorch's OneCycleLR (cosine annealing, two phases): warm up from max_lr/div_factor to max_lr over
-    pct_start of total_steps, then anneal to max_lr/(div_factor*final_div_factor)."""
+    pct_start of total_steps, then anneal to max_lr/(div_factor*final_div_factor).
+
+    ``total_steps="max_time"``: the cycle lasts the Trainer's ``max_time`` instead of a number of steps. At each step
+    its position is the share of max_time the fit has used (compilation, validation and the time before a resume
+    included), so the rate is annealed when max_time stops the fit, however fast the machine is. The rates then
+    depend on the machine's speed: two runs are not step-for-step the same."""
 
     def __init__(self, optimizer, max_lr, total_steps, pct_start=0.3, div_factor=25.0, final_div_factor=1e4):
-        if total_steps < 2:
-            raise ValueError(f"OneCycleLR(total_steps={total_steps!r}): must be >= 2")
+        self.follows_max_time = total_steps == "max_time"
+        if not self.follows_max_time and (isinstance(total_steps, bool) or not isinstance(total_steps, int)
+                                          or total_steps < 2):
+            raise ValueError(f"OneCycleLR(total_steps={total_steps!r}): must be an int >= 2 or 'max_time'")
         if not 0 < pct_start < 1:
             raise ValueError(f"OneCycleLR(pct_start={pct_start!r}): must be in (0, 1)")
-        self.max_lr, self.total_steps = float(max_lr), int(total_steps)
-        self.warmup = float(pct_start * total_steps) - 1
+        self.max_lr, self.total_steps, self.pct_start = float(max_lr), total_steps, float(pct_start)
+        if not self.follows_max_time:
+            self.warmup = float(pct_start * total_steps) - 1
         self.initial = self.max_lr / div_factor
         self.final = self.initial / final_div_factor
         super().__init__(optimizer)
 
     def lr_at(self, base_lr):
+        if self.follows_max_time:
+            share = min(max(self.time_share(), 0.0), 1.0) if self.time_share is not None else 0.0
+            if share <= self.pct_start:
+                return _cos_anneal(self.initial, self.max_lr, share / self.pct_start)
+            return _cos_anneal(self.max_lr, self.final, (share - self.pct_start) / (1 - self.pct_start))
         t = min(self.last_epoch, self.total_steps - 1)
         if t <= self.warmup:
             return _cos_anneal(self.initial, self.max_lr, t / self.warmup)

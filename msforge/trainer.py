@@ -248,6 +248,7 @@ class Trainer:
                 val_loaders = [train_loader]
             self.optimizers, self.lr_schedulers = self._configure_optimizers(model)
             self.optimizer = self.optimizers[0]
+            self._time_schedulers()
             self._validated, self._warned_monitors = False, set()
             compute_dtype = self._compute_dtype(model)
             if compute_dtype is not None:  # once, for every step compiled from here on
@@ -257,7 +258,7 @@ class Trainer:
                 self._prepare_executions()
             else:
                 self._prepare_manual_optimization(model)
-            self._carried_fit_time = 0.0
+            self._carried_fit_time, self._fit_start_time = 0.0, None
             if resume is not None:
                 self._restore(*resume, train_loader)
             # max_time counts the whole fit, the time before a resume included (as Lightning's Timer)
@@ -331,7 +332,22 @@ class Trainer:
         return self._time_is_up()
 
     def _time_is_up(self):
-        return self.max_time is not None and time.monotonic() - self._fit_start_time >= self.max_time
+        return self.max_time is not None and self._fit_seconds() >= self.max_time
+
+    def _fit_seconds(self):
+        """Seconds of this fit so far, as max_time counts them: the fit's before a resume included."""
+        return self._carried_fit_time if self._fit_start_time is None else time.monotonic() - self._fit_start_time
+
+    def _time_schedulers(self):
+        """Give the schedulers that last max_time (``OneCycleLR(total_steps="max_time")``) the fit's clock."""
+        for config in self.lr_schedulers:
+            scheduler = config["scheduler"]
+            if getattr(scheduler, "follows_max_time", False):
+                if self.max_time is None:
+                    raise MisconfigurationError(f"{type(scheduler).__name__}(total_steps='max_time') lasts the "
+                                                "Trainer's max_time, and max_time is None: set Trainer(max_time=...)",
+                                                key="max_time")
+                scheduler.time_share = lambda: self._fit_seconds() / self.max_time
 
     def _train_epoch(self, loader, val_loaders):
         start = self._resume_batches
@@ -1064,7 +1080,7 @@ class Trainer:
             "batches_done": 0 if epoch_done else self._batches_done,
             "total_batches": self._total_batches,
             "skipped_steps": self.skipped_steps,
-            "fit_seconds": 0.0 if self._fit_start_time is None else time.monotonic() - self._fit_start_time,
+            "fit_seconds": self._fit_seconds(),
             "train_means": EpochMeans().state_dict() if epoch_done else self._train_means.state_dict(),
             "callback_metrics": dict(self.callback_metrics),  # what schedulers/callbacks read next (e.g. val_loss)
             "hparams": dict(getattr(self.module, "hparams", {}) or {}),

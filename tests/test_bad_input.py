@@ -181,6 +181,10 @@ def cases(inputs):
         "scheduler frequency zero": ([main, "lr_scheduler={class_path: StepLR, init_args: {step_size: 1}, "
                                             "frequency: 0}"], "lr_scheduler.frequency=0"),
         "data parallel without msrun": ([main, "trainer.strategy=data_parallel"], "trainer.strategy='data_parallel'"),
+        "OneCycleLR total_steps a word": ([main, "lr_scheduler.init_args.total_steps=forever"],
+                                          "lr_scheduler.init_args.total_steps='forever'"),
+        "OneCycleLR over max_time without max_time": ([main, "lr_scheduler.init_args.total_steps=max_time"],
+                                                      "lr_scheduler.init_args.total_steps='max_time'"),
         "a data folder that does not exist": ([main, f"data.init_args.mnist_dir={inputs / 'no_such_folder'}"],
                                               "data.init_args.mnist_dir="),
     }
