@@ -137,6 +137,7 @@ class Trainer:
         self._resume_batches = 0
         self._train_means = EpochMeans()
         self._fit_start_time = None
+        self._carried_fit_time = 0.0  # a resumed fit's seconds before its checkpoint (max_time counts them)
         self._interrupt_signal = None
         self._step_logging_defaults = False  # inside a manual training_step, self.log defaults to on_step
         self._manual_batch_idx = None
