@@ -23,8 +23,9 @@ from _common import ROOT, emit, loadavg, median, run_child  # noqa: E402
 CONFIGS = {"convlstm": "convlstm_mnist.yaml", "simvp": "mmnist_2h_lr3e-3.yaml"}
 
 
-def build(name, bfloat16):
-    """(TrainStep, ready batches) for the model of ``CONFIGS[name]``, its convolutions in bfloat16 or not."""
+def build(config_name, prepare=None):
+    """(TrainStep, ready batches) for the model of experiments/``config_name``; ``prepare(module)`` runs before the
+    step is built (bench/depthwise.py uses it too)."""
     sys.path.insert(0, ROOT)
     import msforge  # noqa: F401  (caps oneDNN's ISA before mindspore loads)
     import mindspore as ms
@@ -32,16 +33,14 @@ def build(name, bfloat16):
     from mindspore import Tensor
 
     from experiments.config import load_yaml
-    from msforge import layers
     from msforge.train_step import TrainStep
 
-    config = load_yaml(os.path.join(ROOT, "experiments", CONFIGS[name]))
+    config = load_yaml(os.path.join(ROOT, "experiments", config_name))
     module_name, _, class_name = config["model"]["class_path"].rpartition(".")
     ms.set_seed(0)
     module = getattr(importlib.import_module(module_name), class_name)(**config["model"].get("init_args", {}))
-    if bfloat16 and not layers.use_bfloat16_convolutions(module):
-        raise SystemExit("bf16_step: no bfloat16 convolutions here (the CPU needs AVX512_BF16, and the kernels a "
-                         "C++ compiler)")
+    if prepare is not None:
+        prepare(module)
     optimizer = module.configure_optimizers()
     optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
     step = TrainStep(module, optimizer)
@@ -53,11 +52,19 @@ def build(name, bfloat16):
     return step, batches
 
 
+def bfloat16(module):
+    from msforge import layers
+
+    if not layers.use_bfloat16_convolutions(module):
+        raise SystemExit("bf16_step: no bfloat16 convolutions here (the CPU needs AVX512_BF16, and the kernels a "
+                         "C++ compiler)")
+
+
 def child(name, rounds, steps):
     import mindspore as ms
 
     ms.set_context(mode=ms.GRAPH_MODE)
-    versions = {"fp32": build(name, False), "bf16": build(name, True)}
+    versions = {"fp32": build(CONFIGS[name]), "bf16": build(CONFIGS[name], bfloat16)}
     losses = {}
     for key, (step, batches) in versions.items():  # compile, warm up, and the loss after the same 8 steps
         for i in range(8):

@@ -12,7 +12,9 @@ instance instead. Timed by ``bench/layers.py``, equal to ``nn.Conv2d`` within fl
 (``tests/test_layers.py``). Any other configuration or device, or no compiler: ``nn.Conv2d`` itself.
 :func:`use_bfloat16_convolutions` (what ``Trainer(precision="bf16-mixed")`` does on CPU) makes the kernel multiply
 in bfloat16 where the CPU has bfloat16 instructions: inputs, weights and the incoming gradient rounded to bfloat16,
-sums, outputs, gradients and the weights themselves float32.
+sums, outputs, gradients and the weights themselves float32. Depthwise convolutions at stride 1 (SimVP's and TAU's
+translator) skip oneDNN: the kernel computes them on plain NCHW with loops of its own, in float32, skipping the taps
+that read only padding (``Conv2d.set_direct_depthwise(False)`` gives them back to oneDNN; ``bench/depthwise.py``).
 
 ``GroupNorm``: a drop-in for ``mindspore.nn.GroupNorm`` (same constructor, the same ``gamma`` / ``beta`` Parameters,
 so checkpoints move between the two). On CPU it runs a compiled C++ forward and backward (``msforge/kernels/
@@ -175,9 +177,11 @@ class Conv2d(nn.Conv2d):
             return
         (ph, pw), (kh, kw), (sh, sw), (dh, dw) = pads, self.kernel_size, self.stride, self.dilation
         # the geometry, an input of both kernels (their shapes cannot tell a stride or a dilation); its last value
-        # says whether the multiplications read bfloat16 (set_bfloat16)
+        # holds flags: the multiplications read bfloat16 (set_bfloat16), a depthwise convolution runs on oneDNN
+        # (set_direct_depthwise)
         self._geometry = (sh, sw, dh, dw, ph, pw, self.group)
         self.bfloat16 = False
+        self.direct_depthwise = True
         self.geometry = Tensor(np.array([*self._geometry, 0], np.int64))
         backward = ops.Custom(f"{path}:Conv2dBackward", out_shape=lambda dy, x, w, g: (x, w, (w[0],)),
                               out_dtype=lambda dy, x, w, g: (x, w, w), func_type="aot")
@@ -207,7 +211,25 @@ class Conv2d(nn.Conv2d):
         if not self.use_kernel:
             raise ValueError("Conv2d.set_bfloat16: this layer runs MindSpore's Conv2D (no msforge kernel here)")
         self.bfloat16 = bool(enabled)
-        self.geometry = Tensor(np.array([*self._geometry, int(self.bfloat16)], np.int64))
+        self._set_flags()
+
+    @property
+    def depthwise(self):
+        """Depthwise at stride 1 (groups = input channels = output channels): what the kernel's own loops compute."""
+        return self.group == self.in_channels == self.out_channels and tuple(self.stride) == (1, 1)
+
+    def set_direct_depthwise(self, enabled=True):
+        """Run a :attr:`depthwise` convolution on the kernel's own loops (the default: float32, skipping taps that
+        read only padding) or, ``enabled=False``, on oneDNN, in graphs compiled after the call; benches compare the
+        two. Other convolutions always run on oneDNN."""
+        if not self.use_kernel:
+            raise ValueError("Conv2d.set_direct_depthwise: this layer runs MindSpore's Conv2D (no msforge kernel here)")
+        self.direct_depthwise = bool(enabled)
+        self._set_flags()
+
+    def _set_flags(self):
+        flags = int(self.bfloat16) + 2 * int(not self.direct_depthwise)
+        self.geometry = Tensor(np.array([*self._geometry, flags], np.int64))
 
     def construct(self, x):
         # float16 / bfloat16 inputs (mixed precision casts them) take MindSpore's kernels; the dtype is a constant of

@@ -24,14 +24,18 @@
 //
 // Signature (MindSpore's aot convention): int f(nparam, params, ndims, shapes, dtypes, stream, extra); params holds
 // the inputs then the outputs. The last input is the convolution's geometry, an int64 vector
-// (stride_h, stride_w, dilation_h, dilation_w, pad_h, pad_w, groups, bf16); the output size must be
+// (stride_h, stride_w, dilation_h, dilation_w, pad_h, pad_w, groups, flags); the output size must be
 // (in + 2 * pad - dilation * (kernel - 1) - 1) / stride + 1, and the bottom/right padding is what that leaves.
 //
-// bf16 = 1: the multiplications read bfloat16 (the reorders into the blocked layout round x, the weights and dy),
-// the sums, the outputs and the gradients stay float32: Trainer(precision="bf16-mixed") on a CPU whose oneDNN has
-// bfloat16 kernels (AVX512_BF16). Where oneDNN would run a bfloat16 shape on its reference kernel, float32 is used.
+// flags bit 0 (bf16): the multiplications read bfloat16 (the reorders into the blocked layout round x, the weights
+// and dy), the sums, the outputs and the gradients stay float32: Trainer(precision="bf16-mixed") on a CPU whose
+// oneDNN has bfloat16 kernels (AVX512_BF16). Where oneDNN would run a bfloat16 shape on its reference kernel, float32
+// is used.
+// Depthwise convolutions at stride 1 run on loops of this file instead of oneDNN (see DirectDepthwise below), in
+// float32 whatever bf16 says; flags bit 1 gives them to oneDNN all the same (benches compare the two).
 #include <dlfcn.h>
 
+#include <atomic>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -247,7 +251,7 @@ struct Arg {
 // One convolution problem: input (n, c, h, w), output (n, o, oh, ow), kernel kh x kw, strides, dilations (1: none),
 // top/left padding and what the output size leaves at the bottom/right, groups, bfloat16 multiplications or not.
 struct Geometry {
-  int64_t n, c, h, w, o, oh, ow, kh, kw, sh, sw, dh, dw, ph, pw, ph_end, pw_end, groups, bf16;
+  int64_t n, c, h, w, o, oh, ow, kh, kw, sh, sw, dh, dw, ph, pw, ph_end, pw_end, groups, bf16, onednn_depthwise;
   std::vector<int64_t> Key() const { return {n, c, h, w, o, oh, ow, kh, kw, sh, sw, dh, dw, ph, pw, groups, bf16}; }
 };
 
@@ -261,12 +265,13 @@ int64_t EndPadding(int64_t in, int64_t out, int64_t kernel, int64_t stride, int6
 }
 
 // The geometry from the shapes of x (N, C, H, W), weight (O, C / groups, KH, KW), the output (N, O, OH, OW) and the
-// int64 config (stride_h, stride_w, dilation_h, dilation_w, pad_h, pad_w, groups, bf16); false when they disagree.
+// int64 config (stride_h, stride_w, dilation_h, dilation_w, pad_h, pad_w, groups, flags: bf16 + 2 * onednn_depthwise);
+// false when they disagree.
 bool ReadGeometry(const int64_t* xs, const int64_t* ws, const int64_t* ys, const int64_t* config, Geometry* g) {
   *g = Geometry{xs[0], xs[1], xs[2], xs[3], ws[0], ys[2], ys[3], ws[2], ws[3], config[0], config[1], config[2],
-                config[3], config[4], config[5], 0, 0, config[6], config[7]};
+                config[3], config[4], config[5], 0, 0, config[6], config[7] & 1, (config[7] >> 1) & 1};
   if (g->sh < 1 || g->sw < 1 || g->dh < 1 || g->dw < 1 || g->groups < 1) return false;
-  if (g->bf16 != 0 && g->bf16 != 1) return false;
+  if (config[7] < 0 || config[7] > 3) return false;
   if (g->c != ws[1] * g->groups || g->o % g->groups || ys[0] != g->n || ys[1] != g->o) return false;
   g->ph_end = EndPadding(g->h, g->oh, g->kh, g->sh, g->dh, g->ph);
   g->pw_end = EndPadding(g->w, g->ow, g->kw, g->sw, g->dw, g->pw);
@@ -387,6 +392,134 @@ bool Checked(int nparam, const int* ndims, int64_t** shapes, const char** dtypes
   return shapes[config][0] == 8;
 }
 
+// == depthwise convolutions at stride 1, computed here ==============================================================
+// Why: a depthwise convolution (groups = input channels = output channels) does kh * kw multiply-adds per output,
+// too little work for oneDNN's reorders into and out of its blocked layout to pay for, and oneDNN runs the dilated ones
+// on im2col + sgemm. On SimVP's 8x8 translator maps most taps of its 7x7 convolution dilated by 3 read only padding:
+// these loops skip every tap and row that reads padding. Every sum runs in a fixed order (taps, rows, then the batch
+// for the weight gradient), so the results do not depend on the number of threads. bench/depthwise.py times them
+// against oneDNN (flags bit 1); tests/test_layers.py compares them with MindSpore's Conv2D.
+
+bool DirectDepthwise(const Geometry& g) {
+  return g.groups == g.c && g.o == g.c && g.sh == 1 && g.sw == 1 && !g.onednn_depthwise;
+}
+
+std::atomic<int64_t> direct_depthwise_calls{0};
+
+// The outputs [begin, end) along one axis that a tap reads at input index output + offset, inside the input.
+void TapRange(int64_t offset, int64_t in, int64_t out, int64_t* begin, int64_t* end) {
+  *begin = offset < 0 ? -offset : 0;
+  *end = out < in - offset ? out : in - offset;
+}
+
+// y = depthwise(x, w) + b, per (image, channel) plane.
+void DepthwiseForward(const Geometry& g, const float* x, const float* w, const float* b, float* y) {
+  const int64_t planes = g.n * g.c, in_size = g.h * g.w, out_size = g.oh * g.ow;
+  msforge::ParallelRanges(msforge::Parts(planes, planes * out_size * g.kh * g.kw), planes,
+                          [&](int, int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      const int64_t ch = p % g.c;
+      const float* xp = x + p * in_size;
+      const float* wk = w + ch * g.kh * g.kw;
+      float* yp = y + p * out_size;
+      for (int64_t k = 0; k < out_size; ++k) yp[k] = b[ch];
+      for (int64_t i = 0; i < g.kh; ++i) {
+        const int64_t off_y = i * g.dh - g.ph;
+        int64_t y0, y1;
+        TapRange(off_y, g.h, g.oh, &y0, &y1);
+        for (int64_t j = 0; j < g.kw; ++j) {
+          const int64_t off_x = j * g.dw - g.pw;
+          int64_t x0, x1;
+          TapRange(off_x, g.w, g.ow, &x0, &x1);
+          const float wv = wk[i * g.kw + j];
+          for (int64_t oy = y0; oy < y1; ++oy) {
+            const float* __restrict__ xr = xp + (oy + off_y) * g.w + off_x;
+            float* __restrict__ yr = yp + oy * g.ow;
+#pragma omp simd
+            for (int64_t ox = x0; ox < x1; ++ox) yr[ox] += wv * xr[ox];
+          }
+        }
+      }
+    }
+  });
+}
+
+// dx from dy: each tap adds its weight times dy to the inputs it read.
+void DepthwiseBackwardData(const Geometry& g, const float* dy, const float* w, float* dx) {
+  const int64_t planes = g.n * g.c, in_size = g.h * g.w, out_size = g.oh * g.ow;
+  msforge::ParallelRanges(msforge::Parts(planes, planes * out_size * g.kh * g.kw), planes,
+                          [&](int, int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      const int64_t ch = p % g.c;
+      const float* dyp = dy + p * out_size;
+      const float* wk = w + ch * g.kh * g.kw;
+      float* dxp = dx + p * in_size;
+      for (int64_t k = 0; k < in_size; ++k) dxp[k] = 0.0f;
+      for (int64_t i = 0; i < g.kh; ++i) {
+        const int64_t off_y = i * g.dh - g.ph;
+        int64_t y0, y1;
+        TapRange(off_y, g.h, g.oh, &y0, &y1);
+        for (int64_t j = 0; j < g.kw; ++j) {
+          const int64_t off_x = j * g.dw - g.pw;
+          int64_t x0, x1;
+          TapRange(off_x, g.w, g.ow, &x0, &x1);
+          const float wv = wk[i * g.kw + j];
+          for (int64_t oy = y0; oy < y1; ++oy) {
+            const float* __restrict__ dyr = dyp + oy * g.ow;
+            float* __restrict__ dxr = dxp + (oy + off_y) * g.w + off_x;
+#pragma omp simd
+            for (int64_t ox = x0; ox < x1; ++ox) dxr[ox] += wv * dyr[ox];
+          }
+        }
+      }
+    }
+  });
+}
+
+// dw and db, per channel: sums over the outputs each tap reached, in float within a plane and in double over the
+// batch, in batch order.
+void DepthwiseBackwardWeights(const Geometry& g, const float* dy, const float* x, float* dw, float* db) {
+  const int64_t in_size = g.h * g.w, out_size = g.oh * g.ow, taps = g.kh * g.kw;
+  msforge::ParallelRanges(msforge::Parts(g.c, g.n * g.c * out_size * taps), g.c,
+                          [&](int, int64_t begin, int64_t end) {
+    std::vector<double> sums(taps);
+    for (int64_t ch = begin; ch < end; ++ch) {
+      double bias_sum = 0.0;
+      for (int64_t t = 0; t < taps; ++t) sums[t] = 0.0;
+      for (int64_t n = 0; n < g.n; ++n) {
+        const float* xp = x + (n * g.c + ch) * in_size;
+        const float* dyp = dy + (n * g.c + ch) * out_size;
+        float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+        for (int64_t k = 0; k < out_size; ++k) s += dyp[k];
+        bias_sum += s;
+        for (int64_t i = 0; i < g.kh; ++i) {
+          const int64_t off_y = i * g.dh - g.ph;
+          int64_t y0, y1;
+          TapRange(off_y, g.h, g.oh, &y0, &y1);
+          for (int64_t j = 0; j < g.kw; ++j) {
+            const int64_t off_x = j * g.dw - g.pw;
+            int64_t x0, x1;
+            TapRange(off_x, g.w, g.ow, &x0, &x1);
+            float tap = 0.0f;
+            for (int64_t oy = y0; oy < y1; ++oy) {
+              const float* xr = xp + (oy + off_y) * g.w + off_x;
+              const float* dyr = dyp + oy * g.ow;
+              float row = 0.0f;
+#pragma omp simd reduction(+ : row)
+              for (int64_t ox = x0; ox < x1; ++ox) row += dyr[ox] * xr[ox];
+              tap += row;
+            }
+            sums[i * g.kw + j] += tap;
+          }
+        }
+      }
+      for (int64_t t = 0; t < taps; ++t) dw[ch * taps + t] = static_cast<float>(sums[t]);
+      db[ch] = static_cast<float>(bias_sum);
+    }
+  });
+}
+
 }  // namespace
 
 // major * 10000 + minor * 100 + patch of the oneDNN this library runs; negative when it cannot run.
@@ -395,6 +528,10 @@ extern "C" int MsforgeOneDnnVersion() {
   const dnnl_version_t* v = onednn.version();
   return v->major * 10000 + v->minor * 100 + v->patch;
 }
+
+// How many forward and backward calls the direct depthwise loops above have run in this process (tests read it to
+// know which path a layer took).
+extern "C" int64_t MsforgeDirectDepthwiseCalls() { return direct_depthwise_calls.load(); }
 
 // Which instance runs the convolutions and its instruction set, e.g. "private isa=0x27" (0x27: AVX-512 core,
 // 0x7: AVX2, oneDNN's dnnl_cpu_isa_t values), for tests and benches.
@@ -407,8 +544,8 @@ extern "C" const char* MsforgeOneDnnInstance() {
 }
 
 // The implementations oneDNN chose for a shape and the data type the multiplications read ("forward backward_data
-// backward_weights f32|bf16"), for tests, benches and msforge.layers (which asks whether bfloat16 gets a kernel). Stride 1, no dilation or groups, square kernel k,
-// padding p on every side, bf16 as in the geometry.
+// backward_weights f32|bf16"), for tests, benches and msforge.layers (which asks whether bfloat16 gets a kernel).
+// Stride 1, no dilation or groups, square kernel k, padding p on every side, bf16 as in the geometry.
 extern "C" const char* MsforgeConvImpl(int64_t n, int64_t c, int64_t h, int64_t w, int64_t o, int64_t k, int64_t p,
                                        int64_t bf16) {
   static std::string text;
@@ -433,6 +570,12 @@ extern "C" int Conv2dForward(int nparam, void** params, int* ndims, int64_t** sh
     return 2;
   if (g.n == 0) return 0;
   std::lock_guard<std::mutex> lock(mutex);
+  if (DirectDepthwise(g)) {
+    DepthwiseForward(g, static_cast<const float*>(params[0]), static_cast<const float*>(params[1]),
+                     static_cast<const float*>(params[2]), static_cast<float*>(params[4]));
+    ++direct_depthwise_calls;
+    return 0;
+  }
   Plan* plan = GetPlan(g);
   if (!plan) return 3;
   Runtime& rt = GetRuntime();
@@ -454,6 +597,14 @@ extern "C" int Conv2dBackward(int nparam, void** params, int* ndims, int64_t** s
   if (!ReadGeometry(shapes[1], shapes[2], shapes[0], static_cast<const int64_t*>(params[3]), &g)) return 2;
   if (g.n == 0) return 0;
   std::lock_guard<std::mutex> lock(mutex);
+  if (DirectDepthwise(g)) {
+    const float* dy = static_cast<const float*>(params[0]);
+    DepthwiseBackwardData(g, dy, static_cast<const float*>(params[2]), static_cast<float*>(params[4]));
+    DepthwiseBackwardWeights(g, dy, static_cast<const float*>(params[1]), static_cast<float*>(params[5]),
+                             static_cast<float*>(params[6]));
+    ++direct_depthwise_calls;
+    return 0;
+  }
   Plan* plan = GetPlan(g);
   if (!plan) return 3;
   Runtime& rt = GetRuntime();
