@@ -412,32 +412,44 @@ void TapRange(int64_t offset, int64_t in, int64_t out, int64_t* begin, int64_t* 
   *end = out < in - offset ? out : in - offset;
 }
 
+// A tap of the kernel that reads inside the input: its index in the kernel, its offset (input row = output row +
+// dy, column likewise) and the output rows [y0, y1) and columns [x0, x1) it reaches.
+struct Tap {
+  int64_t index, dy, dx, y0, y1, x0, x1;
+};
+
+// The taps that read at least one input value (the others read only padding and are skipped).
+std::vector<Tap> Taps(const Geometry& g) {
+  std::vector<Tap> taps;
+  for (int64_t i = 0; i < g.kh; ++i) {
+    for (int64_t j = 0; j < g.kw; ++j) {
+      Tap t{i * g.kw + j, i * g.dh - g.ph, j * g.dw - g.pw, 0, 0, 0, 0};
+      TapRange(t.dy, g.h, g.oh, &t.y0, &t.y1);
+      TapRange(t.dx, g.w, g.ow, &t.x0, &t.x1);
+      if (t.y0 < t.y1 && t.x0 < t.x1) taps.push_back(t);
+    }
+  }
+  return taps;
+}
+
 // y = depthwise(x, w) + b, per (image, channel) plane.
 void DepthwiseForward(const Geometry& g, const float* x, const float* w, const float* b, float* y) {
   const int64_t planes = g.n * g.c, in_size = g.h * g.w, out_size = g.oh * g.ow;
+  const std::vector<Tap> taps = Taps(g);
   msforge::ParallelRanges(msforge::Parts(planes, planes * out_size * g.kh * g.kw), planes,
                           [&](int, int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p) {
       const int64_t ch = p % g.c;
       const float* xp = x + p * in_size;
-      const float* wk = w + ch * g.kh * g.kw;
       float* yp = y + p * out_size;
       for (int64_t k = 0; k < out_size; ++k) yp[k] = b[ch];
-      for (int64_t i = 0; i < g.kh; ++i) {
-        const int64_t off_y = i * g.dh - g.ph;
-        int64_t y0, y1;
-        TapRange(off_y, g.h, g.oh, &y0, &y1);
-        for (int64_t j = 0; j < g.kw; ++j) {
-          const int64_t off_x = j * g.dw - g.pw;
-          int64_t x0, x1;
-          TapRange(off_x, g.w, g.ow, &x0, &x1);
-          const float wv = wk[i * g.kw + j];
-          for (int64_t oy = y0; oy < y1; ++oy) {
-            const float* __restrict__ xr = xp + (oy + off_y) * g.w + off_x;
-            float* __restrict__ yr = yp + oy * g.ow;
+      for (const Tap& t : taps) {
+        const float wv = w[ch * g.kh * g.kw + t.index];
+        for (int64_t oy = t.y0; oy < t.y1; ++oy) {
+          const float* __restrict__ xr = xp + (oy + t.dy) * g.w + t.dx;
+          float* __restrict__ yr = yp + oy * g.ow;
 #pragma omp simd
-            for (int64_t ox = x0; ox < x1; ++ox) yr[ox] += wv * xr[ox];
-          }
+          for (int64_t ox = t.x0; ox < t.x1; ++ox) yr[ox] += wv * xr[ox];
         }
       }
     }
@@ -447,29 +459,21 @@ void DepthwiseForward(const Geometry& g, const float* x, const float* w, const f
 // dx from dy: each tap adds its weight times dy to the inputs it read.
 void DepthwiseBackwardData(const Geometry& g, const float* dy, const float* w, float* dx) {
   const int64_t planes = g.n * g.c, in_size = g.h * g.w, out_size = g.oh * g.ow;
+  const std::vector<Tap> taps = Taps(g);
   msforge::ParallelRanges(msforge::Parts(planes, planes * out_size * g.kh * g.kw), planes,
                           [&](int, int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p) {
       const int64_t ch = p % g.c;
       const float* dyp = dy + p * out_size;
-      const float* wk = w + ch * g.kh * g.kw;
       float* dxp = dx + p * in_size;
       for (int64_t k = 0; k < in_size; ++k) dxp[k] = 0.0f;
-      for (int64_t i = 0; i < g.kh; ++i) {
-        const int64_t off_y = i * g.dh - g.ph;
-        int64_t y0, y1;
-        TapRange(off_y, g.h, g.oh, &y0, &y1);
-        for (int64_t j = 0; j < g.kw; ++j) {
-          const int64_t off_x = j * g.dw - g.pw;
-          int64_t x0, x1;
-          TapRange(off_x, g.w, g.ow, &x0, &x1);
-          const float wv = wk[i * g.kw + j];
-          for (int64_t oy = y0; oy < y1; ++oy) {
-            const float* __restrict__ dyr = dyp + oy * g.ow;
-            float* __restrict__ dxr = dxp + (oy + off_y) * g.w + off_x;
+      for (const Tap& t : taps) {
+        const float wv = w[ch * g.kh * g.kw + t.index];
+        for (int64_t oy = t.y0; oy < t.y1; ++oy) {
+          const float* __restrict__ dyr = dyp + oy * g.ow;
+          float* __restrict__ dxr = dxp + (oy + t.dy) * g.w + t.dx;
 #pragma omp simd
-            for (int64_t ox = x0; ox < x1; ++ox) dxr[ox] += wv * dyr[ox];
-          }
+          for (int64_t ox = t.x0; ox < t.x1; ++ox) dxr[ox] += wv * dyr[ox];
         }
       }
     }
@@ -477,15 +481,16 @@ void DepthwiseBackwardData(const Geometry& g, const float* dy, const float* w, f
 }
 
 // dw and db, per channel: sums over the outputs each tap reached, in float within a plane and in double over the
-// batch, in batch order.
+// batch, in batch order; a tap that reads only padding gets 0.
 void DepthwiseBackwardWeights(const Geometry& g, const float* dy, const float* x, float* dw, float* db) {
-  const int64_t in_size = g.h * g.w, out_size = g.oh * g.ow, taps = g.kh * g.kw;
-  msforge::ParallelRanges(msforge::Parts(g.c, g.n * g.c * out_size * taps), g.c,
+  const int64_t in_size = g.h * g.w, out_size = g.oh * g.ow, kernel = g.kh * g.kw;
+  const std::vector<Tap> taps = Taps(g);
+  msforge::ParallelRanges(msforge::Parts(g.c, g.n * g.c * out_size * kernel), g.c,
                           [&](int, int64_t begin, int64_t end) {
-    std::vector<double> sums(taps);
+    std::vector<double> sums(kernel);
     for (int64_t ch = begin; ch < end; ++ch) {
       double bias_sum = 0.0;
-      for (int64_t t = 0; t < taps; ++t) sums[t] = 0.0;
+      for (int64_t k = 0; k < kernel; ++k) sums[k] = 0.0;
       for (int64_t n = 0; n < g.n; ++n) {
         const float* xp = x + (n * g.c + ch) * in_size;
         const float* dyp = dy + (n * g.c + ch) * out_size;
@@ -493,28 +498,20 @@ void DepthwiseBackwardWeights(const Geometry& g, const float* dy, const float* x
 #pragma omp simd reduction(+ : s)
         for (int64_t k = 0; k < out_size; ++k) s += dyp[k];
         bias_sum += s;
-        for (int64_t i = 0; i < g.kh; ++i) {
-          const int64_t off_y = i * g.dh - g.ph;
-          int64_t y0, y1;
-          TapRange(off_y, g.h, g.oh, &y0, &y1);
-          for (int64_t j = 0; j < g.kw; ++j) {
-            const int64_t off_x = j * g.dw - g.pw;
-            int64_t x0, x1;
-            TapRange(off_x, g.w, g.ow, &x0, &x1);
-            float tap = 0.0f;
-            for (int64_t oy = y0; oy < y1; ++oy) {
-              const float* xr = xp + (oy + off_y) * g.w + off_x;
-              const float* dyr = dyp + oy * g.ow;
-              float row = 0.0f;
+        for (const Tap& t : taps) {
+          float tap = 0.0f;
+          for (int64_t oy = t.y0; oy < t.y1; ++oy) {
+            const float* xr = xp + (oy + t.dy) * g.w + t.dx;
+            const float* dyr = dyp + oy * g.ow;
+            float row = 0.0f;
 #pragma omp simd reduction(+ : row)
-              for (int64_t ox = x0; ox < x1; ++ox) row += dyr[ox] * xr[ox];
-              tap += row;
-            }
-            sums[i * g.kw + j] += tap;
+            for (int64_t ox = t.x0; ox < t.x1; ++ox) row += dyr[ox] * xr[ox];
+            tap += row;
           }
+          sums[t.index] += tap;
         }
       }
-      for (int64_t t = 0; t < taps; ++t) dw[ch * taps + t] = static_cast<float>(sums[t]);
+      for (int64_t k = 0; k < kernel; ++k) dw[ch * kernel + k] = static_cast<float>(sums[k]);
       db[ch] = static_cast<float>(bias_sum);
     }
   });
