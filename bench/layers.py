@@ -1,5 +1,5 @@
-"""msforge.layers vs the MindSpore layers they replace, forward + backward on the ConvLSTM models' shapes, A/B in
-one process, graph mode.
+"""msforge.layers vs the MindSpore layers they replace, forward + backward on the ConvLSTM models' and SimVP's shapes,
+A/B in one process, graph mode.
 
 Cases (``--cases``, comma-separated; default all):
 
@@ -10,6 +10,9 @@ Cases (``--cases``, comma-separated; default all):
     conv_cpu_small       Conv2d 5x5, 8x128x16x16 -> 256 (64-channel cells, batch 8)
     lstm_gates_default   LSTMGates vs the same formula in MindSpore ops, gates 16x128x16x16 and c 16x32x16x16
                          (the default experiment's cells), both taken from one 16x160x16x16 input
+    dw_simvp_5x5         depthwise Conv2d 5x5, 16x128x8x8 (SimVP-gSTA's translator, the 2-hour run's model)
+    dw_simvp_7x7_d3      depthwise Conv2d 7x7 dilated by 3, 16x128x8x8 (the same; its outer taps read only padding)
+    dw_simvp_mlp_3x3     depthwise Conv2d 3x3, 16x512x8x8 (the same, its MLP)
 
 Each side computes ``sum(layer(x) * w)`` and its gradients with respect to x and the layer's Parameters, from the
 same Parameter values; rounds alternate the order; prints median milliseconds per forward + backward and the ratio.
@@ -40,6 +43,11 @@ def conv(out_channels, k):
     return lambda cls, shape: cls(shape[1], out_channels, k, pad_mode="pad", padding=k // 2, has_bias=True)
 
 
+def depthwise(k, dilation=1):
+    return lambda cls, shape: cls(shape[1], shape[1], k, pad_mode="pad", padding=dilation * (k // 2),
+                                  dilation=dilation, group=shape[1], has_bias=True)
+
+
 class GatesFromInput(nn.Cell):
     """LSTMGates on one input: its first 4/5 of the channels are the gates, the rest the cell state; returns
     ``concat(h', c')``. The slicing and concat cost both sides the same."""
@@ -67,6 +75,9 @@ CASES = {
     "conv_default": ((16, 64, 16, 16), nn.Conv2d, layers.Conv2d, conv(128, 3)),
     "conv_cpu_small": ((8, 128, 16, 16), nn.Conv2d, layers.Conv2d, conv(256, 5)),
     "lstm_gates_default": ((16, 160, 16, 16), None, layers.LSTMGates, lstm_gates),
+    "dw_simvp_5x5": ((16, 128, 8, 8), nn.Conv2d, layers.Conv2d, depthwise(5)),
+    "dw_simvp_7x7_d3": ((16, 128, 8, 8), nn.Conv2d, layers.Conv2d, depthwise(7, 3)),
+    "dw_simvp_mlp_3x3": ((16, 512, 8, 8), nn.Conv2d, layers.Conv2d, depthwise(3)),
 }
 
 
