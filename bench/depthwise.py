@@ -1,5 +1,5 @@
 """What msforge's own depthwise loops buy over oneDNN: a whole training step (forward, backward, Adam) with the
-stride-1 depthwise convolutions (SimVP's and TAU's translator: 5x5, 7x7 dilated by 3, 3x3) on
+dilated stride-1 depthwise convolutions (SimVP's and TAU's translator: 7x7 dilated by 3) on
 ``msforge.layers.Conv2d``'s direct loops (the default) against the same step with them on oneDNN
 (``Conv2d.set_direct_depthwise(False)``), steps/s and the ratio direct/oneDNN.
 
@@ -22,7 +22,7 @@ CONFIGS = {"simvp": "mmnist_2h_l1_025.yaml", "tau": "tau_mnist.yaml"}
 def on_onednn(module):
     from msforge import layers
 
-    convs = [conv for conv in layers.kernel_convolutions(module) if conv.depthwise]
+    convs = [conv for conv in layers.kernel_convolutions(module) if conv.dilated_depthwise]
     if not convs:
         raise SystemExit("depthwise: the model has no depthwise convolution on msforge's kernel (it needs a C++ "
                          "compiler)")

@@ -12,9 +12,10 @@ instance instead. Timed by ``bench/layers.py``, equal to ``nn.Conv2d`` within fl
 (``tests/test_layers.py``). Any other configuration or device, or no compiler: ``nn.Conv2d`` itself.
 :func:`use_bfloat16_convolutions` (what ``Trainer(precision="bf16-mixed")`` does on CPU) makes the kernel multiply
 in bfloat16 where the CPU has bfloat16 instructions: inputs, weights and the incoming gradient rounded to bfloat16,
-sums, outputs, gradients and the weights themselves float32. Depthwise convolutions at stride 1 (SimVP's and TAU's
-translator) skip oneDNN: the kernel computes them on plain NCHW with loops of its own, in float32, skipping the taps
-that read only padding (``Conv2d.set_direct_depthwise(False)`` gives them back to oneDNN; ``bench/depthwise.py``).
+sums, outputs, gradients and the weights themselves float32. Dilated depthwise convolutions at stride 1 (SimVP's and
+TAU's translator), which oneDNN runs on im2col + sgemm, skip oneDNN: the kernel computes them on plain NCHW with loops
+of its own, in float32, skipping the taps that read only padding (``Conv2d.set_direct_depthwise(False)`` gives them
+back to oneDNN; ``bench/depthwise.py``).
 
 ``GroupNorm``: a drop-in for ``mindspore.nn.GroupNorm`` (same constructor, the same ``gamma`` / ``beta`` Parameters,
 so checkpoints move between the two). On CPU it runs a compiled C++ forward and backward (``msforge/kernels/
@@ -214,13 +215,15 @@ class Conv2d(nn.Conv2d):
         self._set_flags()
 
     @property
-    def depthwise(self):
-        """Depthwise at stride 1 (groups = input channels = output channels): what the kernel's own loops compute."""
-        return self.group == self.in_channels == self.out_channels and tuple(self.stride) == (1, 1)
+    def dilated_depthwise(self):
+        """Depthwise (groups = input channels = output channels), dilated, at stride 1: what the kernel's own loops
+        compute."""
+        return (self.group == self.in_channels == self.out_channels and tuple(self.stride) == (1, 1)
+                and tuple(self.dilation) != (1, 1))
 
     def set_direct_depthwise(self, enabled=True):
-        """Run a :attr:`depthwise` convolution on the kernel's own loops (the default: float32, skipping taps that
-        read only padding) or, ``enabled=False``, on oneDNN, in graphs compiled after the call; benches compare the
+        """Run a :attr:`dilated_depthwise` convolution on the kernel's own loops (the default: float32, skipping taps
+        that read only padding) or, ``enabled=False``, on oneDNN, in graphs compiled after the call; benches compare the
         two. Other convolutions always run on oneDNN."""
         if not self.use_kernel:
             raise ValueError("Conv2d.set_direct_depthwise: this layer runs MindSpore's Conv2D (no msforge kernel here)")

@@ -89,14 +89,14 @@ CONV_CASES = [((16, 48, 16, 16), 128, dict(kernel_size=3, pad_mode="pad", paddin
               ((2, 64, 8, 8), 64, dict(kernel_size=3, pad_mode="pad", padding=1, group=64, has_bias=True)),
               ((2, 8, 10, 10), 12, dict(kernel_size=3, pad_mode="pad", padding=1, group=4, has_bias=True)),
               ((2, 5, 9, 9), 6, dict(kernel_size=3, dilation=2, pad_mode="same", has_bias=True))]
-# depthwise at stride 1 (msforge's own loops, not oneDNN): SimVP's dilated 7x7 on its 8x8 translator maps, where the
-# outer taps read only padding; a non-square dilated "same" one without bias; "valid"; per-axis padding
+# dilated depthwise at stride 1 (msforge's own loops, not oneDNN): SimVP's 7x7 dilated by 3 on its 8x8 translator
+# maps, where the outer taps read only padding; a non-square "same" one without bias; "valid"; per-axis padding
 DEPTHWISE_CASES = [((2, 16, 8, 8), 16, dict(kernel_size=7, dilation=3, pad_mode="pad", padding=9, group=16,
                                             has_bias=True)),
                    ((2, 6, 5, 9), 6, dict(kernel_size=(3, 5), dilation=(2, 1), pad_mode="same", group=6)),
-                   ((2, 4, 7, 9), 4, dict(kernel_size=3, pad_mode="valid", group=4, has_bias=True)),
-                   ((1, 3, 6, 7), 3, dict(kernel_size=(3, 5), pad_mode="pad", padding=(1, 1, 2, 2), group=3,
-                                          has_bias=True))]
+                   ((2, 4, 7, 9), 4, dict(kernel_size=3, dilation=2, pad_mode="valid", group=4, has_bias=True)),
+                   ((1, 3, 6, 7), 3, dict(kernel_size=(3, 5), dilation=(1, 2), pad_mode="pad", padding=(1, 1, 2, 2),
+                                          group=3, has_bias=True))]
 CONV_CASES += DEPTHWISE_CASES
 
 
@@ -128,12 +128,13 @@ def direct_depthwise_calls():
 
 
 @needs_compiler
-def test_depthwise_convolutions_at_stride_1_run_the_direct_loops_and_others_onednn():
+def test_dilated_depthwise_convolutions_at_stride_1_run_the_direct_loops_and_others_onednn():
     ms.set_context(mode=ms.GRAPH_MODE)
     x = np.random.default_rng(4).normal(size=(2, 8, 8, 8)).astype(np.float32)
-    for kwargs, direct in ((dict(group=8), True), (dict(group=4), False), (dict(group=8, stride=2), False)):
-        fast, reference = conv_pair(8, 8, **dict(dict(kernel_size=3, pad_mode="pad", padding=1, has_bias=True),
-                                                 **kwargs))
+    for kwargs, direct in ((dict(group=8), True), (dict(group=4), False),
+                           (dict(group=8, dilation=1, padding=1), False), (dict(group=8, stride=2), False)):
+        fast, reference = conv_pair(8, 8, **dict(dict(kernel_size=3, pad_mode="pad", padding=2, dilation=2,
+                                                      has_bias=True), **kwargs))
         w = np.random.default_rng(5).normal(size=reference(Tensor(x)).shape).astype(np.float32)
         before = direct_depthwise_calls()
         got = forward_and_grads(fast, x, w)
@@ -148,7 +149,7 @@ def test_depthwise_convolutions_on_onednn_when_asked():
     ms.set_context(mode=ms.GRAPH_MODE)
     shape, out_channels, kwargs = DEPTHWISE_CASES[0]
     fast, reference = conv_pair(shape[1], out_channels, **kwargs)
-    assert fast.depthwise and fast.direct_depthwise
+    assert fast.dilated_depthwise and fast.direct_depthwise
     fast.set_direct_depthwise(False)
     x = np.random.default_rng(6).normal(size=shape).astype(np.float32)
     w = np.random.default_rng(7).normal(size=shape).astype(np.float32)
@@ -263,7 +264,7 @@ def test_bfloat16_convolution_is_float32_within_bfloat16_rounding(shape, out_cha
     got, want = forward_and_grads(fast, x, w), forward_and_grads(reference, x, w)
     for name, a, b in zip(("y", "dx", "dweight", "dbias"), got, want):
         error = np.abs(a - b).max() / np.abs(b).max()
-        if fast.depthwise:  # msforge's own loops, float32 whatever the flag says
+        if fast.dilated_depthwise:  # msforge's own loops, float32 whatever the flag says
             assert error < 1e-5, (name, error)
         else:  # bfloat16 keeps 8 significant bits (relative rounding 2^-9 = 0.002); float32 would be below 1e-6
             assert 1e-5 < error < 1e-2, (name, error)

@@ -31,8 +31,8 @@
 // and dy), the sums, the outputs and the gradients stay float32: Trainer(precision="bf16-mixed") on a CPU whose
 // oneDNN has bfloat16 kernels (AVX512_BF16). Where oneDNN would run a bfloat16 shape on its reference kernel, float32
 // is used.
-// Depthwise convolutions at stride 1 run on loops of this file instead of oneDNN (see DirectDepthwise below), in
-// float32 whatever bf16 says; flags bit 1 gives them to oneDNN all the same (benches compare the two).
+// Dilated depthwise convolutions at stride 1 run on loops of this file instead of oneDNN (see DirectDepthwise below),
+// in float32 whatever bf16 says; flags bit 1 gives them to oneDNN all the same (benches compare the two).
 #include <dlfcn.h>
 
 #include <atomic>
@@ -392,16 +392,19 @@ bool Checked(int nparam, const int* ndims, int64_t** shapes, const char** dtypes
   return shapes[config][0] == 8;
 }
 
-// == depthwise convolutions at stride 1, computed here ==============================================================
-// Why: a depthwise convolution (groups = input channels = output channels) does kh * kw multiply-adds per output,
-// too little work for oneDNN's reorders into and out of its blocked layout to pay for, and oneDNN runs the dilated ones
-// on im2col + sgemm. On SimVP's 8x8 translator maps most taps of its 7x7 convolution dilated by 3 read only padding:
-// these loops skip every tap and row that reads padding. Every sum runs in a fixed order (taps, rows, then the batch
-// for the weight gradient), so the results do not depend on the number of threads. bench/depthwise.py times them
+// == dilated depthwise convolutions at stride 1, computed here ======================================================
+// Why: oneDNN has no JIT kernel for a dilated depthwise convolution (groups = input channels = output channels) and
+// runs it on im2col + sgemm, multiplying the padding too; on SimVP's and TAU's 8x8 translator maps most taps of
+// their 7x7 convolution dilated by 3 read only padding. These loops skip every tap and row that reads padding
+// (bench/depthwise.py: whole SimVP and TAU steps 1.13x). Undilated depthwise convolutions stay on oneDNN's JIT
+// kernels: these loops were slower there (SimVP's step 0.93x with its 5x5 and 3x3 ones here too). Every sum runs
+// in a fixed order (taps, rows, then the batch for the weight gradient), so the results do not depend on the number
+// of threads. bench/depthwise.py times them
 // against oneDNN (flags bit 1); tests/test_layers.py compares them with MindSpore's Conv2D.
 
 bool DirectDepthwise(const Geometry& g) {
-  return g.groups == g.c && g.o == g.c && g.sh == 1 && g.sw == 1 && !g.onednn_depthwise;
+  const bool dilated = g.dh > 1 || g.dw > 1;
+  return g.groups == g.c && g.o == g.c && g.sh == 1 && g.sw == 1 && dilated && !g.onednn_depthwise;
 }
 
 std::atomic<int64_t> direct_depthwise_calls{0};
