@@ -27,7 +27,7 @@ Network, for inputs ``x`` of shape (B, T, C, H, W):
 The translator maps ``T`` frames to ``T`` frames. For ``out_frames > in_frames`` the network is rolled forward on its
 own predictions and the frames concatenated, for fewer the first ``out_frames`` are kept (as OpenSTL does).
 """
-from msforge.layers import Conv2d, GroupNorm  # first: msforge caps oneDNN's ISA before mindspore loads
+from msforge.layers import GELU, GLU, Conv2d, GroupNorm, SiLU  # first: msforge caps oneDNN's ISA before mindspore loads
 
 import math
 
@@ -37,12 +37,12 @@ from mindspore import Parameter, Tensor, nn, ops
 from models.base import VideoPredictionModule
 
 __all__ = ["ConvBlock", "SpatialEncoder", "SpatialDecoder", "LargeKernelConv", "GatedSpatialAttention",
-           "AttentionBranch", "MixMLP", "TranslatorBlock", "Translator", "SimVPNet", "SimVP", "gelu"]
+           "AttentionBranch", "MixMLP", "TranslatorBlock", "Translator", "SimVPNet", "SimVP", "exact_gelu"]
 
 
-def gelu(x):
+def exact_gelu():
     """Exact GELU ``x * Phi(x)`` (erf), as the papers' PyTorch ``nn.GELU()``; MindSpore's default is the tanh form."""
-    return ops.gelu(x, approximate="none")
+    return GELU(approximate=False)
 
 
 def conv(in_channels, out_channels, kernel_size, stride=1, dilation=1, group=1, has_bias=True):
@@ -67,12 +67,13 @@ class ConvBlock(nn.Cell):
         out = out_channels * 4 if self.upsample else out_channels
         self.conv = conv(in_channels, out, kernel_size, stride=2 if resample == "down" else 1)
         self.norm = GroupNorm(2, out_channels)
+        self.act = SiLU()
 
     def construct(self, x):
         x = self.conv(x)
         if self.upsample:
             x = ops.pixel_shuffle(x, 2)
-        return ops.silu(self.norm(x))
+        return self.act(self.norm(x))
 
 
 def _resampled(n_blocks):
@@ -134,13 +135,12 @@ class GatedSpatialAttention(nn.Cell):
 
     def __init__(self, dim, kernel_size=21, dilation=3):
         super().__init__()
-        self.dim = dim
         self.large_kernel = LargeKernelConv(dim, kernel_size, dilation)
         self.gate_conv = conv(dim, 2 * dim, 1)
+        self.gate = GLU(axis=1)  # [f, g] -> f * sigmoid(g)
 
     def construct(self, x):
-        f_g = self.gate_conv(self.large_kernel(x))
-        return ops.sigmoid(f_g[:, self.dim:]) * f_g[:, :self.dim]
+        return self.gate(self.gate_conv(self.large_kernel(x)))
 
 
 class AttentionBranch(nn.Cell):
@@ -151,9 +151,10 @@ class AttentionBranch(nn.Cell):
         self.proj_in = conv(dim, dim, 1)
         self.unit = unit
         self.proj_out = conv(dim, dim, 1)
+        self.act = exact_gelu()
 
     def construct(self, x):
-        return self.proj_out(self.unit(gelu(self.proj_in(x)))) + x
+        return self.proj_out(self.unit(self.act(self.proj_in(x)))) + x
 
 
 class MixMLP(nn.Cell):
@@ -164,9 +165,10 @@ class MixMLP(nn.Cell):
         self.fc_in = conv(dim, hidden, 1)
         self.depthwise = conv(hidden, hidden, 3, group=hidden)
         self.fc_out = conv(hidden, dim, 1)
+        self.act = exact_gelu()
 
     def construct(self, x):
-        return self.fc_out(gelu(self.depthwise(self.fc_in(x))))
+        return self.fc_out(self.act(self.depthwise(self.fc_in(x))))
 
 
 class TranslatorBlock(nn.Cell):

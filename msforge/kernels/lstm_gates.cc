@@ -7,46 +7,26 @@
 // Mul, Split, AddN in bench/profile_step.py). Here it is one pass each way; the backward recomputes the activations
 // from the gates instead of keeping them. The batch is spread over msforge's thread pool (thread_pool.h).
 //
-// sigmoid(x) = 1 / (1 + exp(-x)) with Exp below, and tanh(x) = 2 * sigmoid(2x) - 1 (models/convlstm.py computes tanh
-// the same way, because MindSpore's CPU Tanh is off by up to 1e-4). Exp is Cephes' expf (range reduction to
-// [-ln2/2, ln2/2], degree-7 polynomial, relative error ~1e-7) in plain float arithmetic, so that the loops vectorise:
-// the C library's expf is a scalar call. (The floor and the float->int conversion vectorise only under
-// -fno-trapping-math, one of msforge.kernels' flags.) Inputs are clamped to [-87, 88], where exp stays a normal
-// float; NaN stays NaN.
+// sigmoid, tanh and exp are fast_math.h's.
 //
 // Signature (MindSpore's aot convention): int f(nparam, params, ndims, shapes, dtypes, stream, extra); params holds
 // the inputs then the outputs.
 #include <cmath>
 #include <cstdint>
 
+#include "fast_math.h"
 #include "thread_pool.h"
 
 namespace {
+
+using msforge::Sigmoid;
+using msforge::Tanh;
 
 int64_t Numel(const int64_t* shape, int ndim) {
   int64_t n = 1;
   for (int i = 0; i < ndim; ++i) n *= shape[i];
   return n;
 }
-
-inline float Exp(float x) {
-  x = x < -87.0f ? -87.0f : x;
-  x = x > 88.0f ? 88.0f : x;
-  const float n = std::floor(x * 1.44269504088896341f + 0.5f);  // x = n * ln2 + r
-  const float r = x - n * 0.693359375f + n * 2.12194440e-4f;     // ln2 in two parts, for precision
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  const float er = p * r * r + r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;  // 2^n
-  return er * __builtin_bit_cast(float, bits);
-}
-
-inline float Sigmoid(float x) { return 1.0f / (1.0f + Exp(-x)); }
-inline float Tanh(float x) { return 2.0f * Sigmoid(2.0f * x) - 1.0f; }
 
 // Shapes: gates (N, 4H, *), states (N, H, *) with the same trailing size. Elements per sample of a state, or -1.
 int64_t StateSize(const int64_t* gates, int gates_ndim, const int64_t* state, int state_ndim) {
