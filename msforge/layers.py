@@ -399,5 +399,5 @@ class GLU(nn.Cell):
     def construct(self, x):
         if self.use_kernel and x.dtype == ms.float32:
             return self.forward_op(x)
-        a, b = ops.split(x, x.shape[self.axis] // 2, self.axis)
-        return a * ops.sigmoid(b)
+        half = x.shape[self.axis] // 2
+        return ops.narrow(x, self.axis, 0, half) * ops.sigmoid(ops.narrow(x, self.axis, half, half))

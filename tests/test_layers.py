@@ -1,7 +1,9 @@
-"""msforge.layers.GroupNorm, Conv2d and LSTMGates: the compiled CPU kernels against MindSpore's nn.GroupNorm,
-nn.Conv2d and the LSTM formula in MindSpore ops (forward and gradients, graph mode), their checkpoint compatibility,
-mixed precision, and the fallbacks when a kernel cannot be built or does not apply."""
+"""msforge.layers.GroupNorm, Conv2d, LSTMGates, GELU, SiLU and GLU: the compiled CPU kernels against MindSpore's
+nn.GroupNorm, nn.Conv2d, the LSTM formula in MindSpore ops and nn.GELU / nn.SiLU / nn.GLU (forward and gradients, graph
+mode), their checkpoint compatibility, mixed precision, and the fallbacks when a kernel cannot be built or does not
+apply."""
 import ctypes
+import math
 import os
 import shutil
 import subprocess
@@ -15,7 +17,7 @@ import pytest
 from mindspore import Tensor, nn
 
 from msforge import layers
-from msforge.layers import Conv2d, GroupNorm, LSTMGates, conv2d_kernel
+from msforge.layers import GELU, GLU, Conv2d, GroupNorm, LSTMGates, SiLU, conv2d_kernel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 needs_compiler = pytest.mark.skipif(not (os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")),
@@ -370,6 +372,88 @@ def test_lstm_gates_with_mismatched_shapes_is_a_one_line_error_naming_them(tmp_p
         LSTMGates()(Tensor(np.ones((2, 12, 3, 3), np.float32)), Tensor(np.ones((2, 4, 3, 3), np.float32)))
 
 
+def _erf(x):
+    return np.vectorize(math.erf)(x)
+
+
+def gelu_float64(x, w):
+    """Exact GELU and d/dx of ``sum(gelu(x) * w)`` in float64."""
+    x = x.astype(np.float64)
+    cdf, pdf = 0.5 * (1 + _erf(x / math.sqrt(2))), np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+    return x * cdf, w * (cdf + x * pdf)
+
+
+def silu_float64(x, w):
+    x = x.astype(np.float64)
+    s = 1 / (1 + np.exp(-x))
+    return x * s, w * s * (1 + x * (1 - s))
+
+
+def glu_float64(x, w):
+    a, b = np.split(x.astype(np.float64), 2, axis=1)
+    s = 1 / (1 + np.exp(-b))
+    return a * s, np.concatenate([w * s, w * a * s * (1 - s)], axis=1)
+
+
+ACTIVATIONS = {"gelu": (lambda: GELU(approximate=False), lambda: nn.GELU(approximate=False), gelu_float64),
+               "silu": (SiLU, nn.SiLU, silu_float64),
+               "glu": (lambda: GLU(axis=1), lambda: nn.GLU(axis=1), glu_float64)}
+
+
+@needs_compiler
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("shape", [(16, 640, 8, 8), (3, 6, 5, 7), (2, 4), (1, 2, 1, 1)])
+def test_activation_kernels_match_float64_and_mindspore_forward_and_gradients(name, shape):
+    ms.set_context(mode=ms.GRAPH_MODE)
+    make, make_reference, float64 = ACTIVATIONS[name]
+    rng = np.random.default_rng(0)
+    x = rng.normal(scale=4.0, size=shape).astype(np.float32)  # into the saturated ends
+    layer = make()
+    assert layer.use_kernel
+    y = layer(Tensor(x)).asnumpy()
+    w = rng.normal(size=y.shape).astype(np.float32)
+    got = forward_and_grads(layer, x, w)
+    want = float64(x, w)
+    for what, a, b in zip(("y", "dx"), got, want):
+        assert a.shape == b.shape and np.abs(a - b).max() <= 1e-6 * max(1.0, np.abs(b).max()), what
+    assert_close(got, forward_and_grads(make_reference(), x, w), ("y", "dx"))
+
+
+@needs_compiler
+def test_activation_kernels_saturate_and_propagate_nan():
+    ms.set_context(mode=ms.GRAPH_MODE)
+    x = np.array([[-1e4, 1e4, -100.0, 100.0, 0.0, np.nan]], np.float32)
+    gelu, silu = GELU(approximate=False)(Tensor(x)).asnumpy()[0], SiLU()(Tensor(x)).asnumpy()[0]
+    for y in (gelu, silu):
+        assert np.allclose(y[:5], [0, 1e4, 0, 100, 0], atol=1e-30) and np.isnan(y[5])  # a NaN must reach the loss
+    glu = GLU(axis=1)(Tensor(np.concatenate([np.ones_like(x), x], axis=1))).asnumpy()[0]
+    assert np.allclose(glu[:5], [0, 1, 0, 1, 0.5], atol=1e-30) and np.isnan(glu[5])
+
+
+@needs_compiler
+def test_activations_fall_back_to_mindspore_ops_where_the_kernel_does_not_apply():
+    ms.set_context(mode=ms.GRAPH_MODE)
+    x = Tensor(np.random.default_rng(1).normal(size=(2, 6, 3, 3)).astype(np.float32))
+    tanh_gelu, glu_last_axis = GELU(), GLU()  # nn.GELU's default tanh form; nn.GLU's default axis -1
+    assert not tanh_gelu.use_kernel and not glu_last_axis.use_kernel
+    assert np.array_equal(tanh_gelu(x).asnumpy(), nn.GELU()(x).asnumpy())
+    assert np.array_equal(glu_last_axis(x[..., :2]).asnumpy(), nn.GLU()(x[..., :2]).asnumpy())
+    half = x.astype(ms.float16)  # mixed precision: MindSpore's ops in float16
+    for layer, reference in [(GELU(approximate=False), nn.GELU(approximate=False)), (SiLU(), nn.SiLU()),
+                             (GLU(axis=1), nn.GLU(axis=1))]:
+        assert layer.use_kernel
+        got = layer(half)
+        assert got.dtype == ms.float16 and np.array_equal(got.asnumpy(), reference(half).asnumpy())
+
+
+@needs_compiler
+def test_glu_over_an_odd_axis_is_a_one_line_error_naming_the_shape(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # MindSpore writes analyze_fail.ir into the working directory
+    ms.set_context(mode=ms.GRAPH_MODE)
+    with pytest.raises(ValueError, match=r"GLU: input of shape \(2, 5, 3\) needs an even size on axis 1"):
+        GLU(axis=1)(Tensor(np.ones((2, 5, 3), np.float32)))
+
+
 @pytest.mark.parametrize("make,parameter,size", [
     (lambda module: module.Conv2d(3, 4, 3, has_bias=True), "bias", 4),
     (lambda module: module.GroupNorm(2, 8), "gamma", 8)], ids=["conv2d", "groupnorm"])
@@ -392,15 +476,17 @@ def run_python(code, **env):
 CHECK = """
 import msforge, numpy as np, mindspore as ms
 from mindspore import Tensor, nn
-from msforge.layers import Conv2d, GroupNorm, LSTMGates
+from msforge.layers import GELU, Conv2d, GroupNorm, LSTMGates
+act = GELU(approximate=False)
 norm, conv, reference = GroupNorm(2, 4), Conv2d(4, 4, 3, has_bias=True), nn.Conv2d(4, 4, 3, has_bias=True)
 gates, gates_reference = LSTMGates(), LSTMGates(use_kernel=False)
 ms.load_param_into_net(conv, {p.name: p for p in reference.get_parameters()})
 x = Tensor(np.random.default_rng(0).normal(size=(2, 4, 3, 3)).astype(np.float32))
 diff = max(float(np.abs(norm(x).asnumpy() - nn.GroupNorm(2, 4)(x).asnumpy()).max()),
            float(np.abs(conv(x).asnumpy() - reference(x).asnumpy()).max()),
-           float(np.abs(gates(x, x[:, :1])[0].asnumpy() - gates_reference(x, x[:, :1])[0].asnumpy()).max()))
-print("use_kernel", norm.use_kernel, conv.use_kernel, gates.use_kernel, "diff", diff)
+           float(np.abs(gates(x, x[:, :1])[0].asnumpy() - gates_reference(x, x[:, :1])[0].asnumpy()).max()),
+           float(np.abs(act(x).asnumpy() - nn.GELU(approximate=False)(x).asnumpy()).max()))
+print("use_kernel", norm.use_kernel, conv.use_kernel, gates.use_kernel, act.use_kernel, "diff", diff)
 """
 
 
@@ -415,14 +501,15 @@ def test_builds_into_the_cache_dir_once(tmp_path):
     first = run_python(CHECK, MSFORGE_CACHE_DIR=str(tmp_path))
     assert not abandoned.exists() and live.exists()
     live.unlink()
-    assert "use_kernel True True True diff" in first.stdout, first.stderr
+    assert "use_kernel True True True True diff" in first.stdout, first.stderr
     built = sorted(os.listdir(tmp_path / "kernels"))
-    # the three kernels and conv2d's private copy of MindSpore's oneDNN
-    assert [name.split("-")[0] for name in built] == ["libconv2d", "libdnnl", "libgroup_norm", "liblstm_gates"], built
+    # the four kernels and conv2d's private copy of MindSpore's oneDNN
+    assert [name.split("-")[0] for name in built] == ["libactivations", "libconv2d", "libdnnl", "libgroup_norm",
+                                                      "liblstm_gates"], built
     assert all(name.endswith(".so") for name in built)
     stamps = [os.stat(tmp_path / "kernels" / name).st_mtime_ns for name in built]
     second = run_python(CHECK, MSFORGE_CACHE_DIR=str(tmp_path))
-    assert "use_kernel True True True" in second.stdout
+    assert "use_kernel True True True True" in second.stdout
     assert sorted(os.listdir(tmp_path / "kernels")) == built
     assert [os.stat(tmp_path / "kernels" / name).st_mtime_ns for name in built] == stamps
 
@@ -493,9 +580,9 @@ def test_kernel_threads_are_the_cpus_available_or_msforge_num_threads(wanted):
                                         ({"CXX": sys.executable}, "failed (exit code 2)")])
 def test_falls_back_to_mindspore_kernels_with_one_warning_per_layer_naming_the_reason(tmp_path, env, reason):
     result = run_python(CHECK, MSFORGE_CACHE_DIR=str(tmp_path), **env)
-    assert "use_kernel False False False diff 0.0" in result.stdout, result.stderr
+    assert "use_kernel False False False False diff 0.0" in result.stdout, result.stderr
     for layer in ("GroupNorm uses MindSpore's GroupNorm kernel", "Conv2d uses MindSpore's Conv2D kernels",
-                  "LSTMGates uses MindSpore's elementwise ops"):
+                  "LSTMGates uses MindSpore's elementwise ops", "GELU, SiLU and GLU use MindSpore's elementwise ops"):
         warnings = [line for line in result.stderr.splitlines() if layer in line]
         assert len(warnings) == 1 and reason in warnings[0], result.stderr
     left = os.listdir(tmp_path / "kernels") if (tmp_path / "kernels").exists() else []
