@@ -447,6 +447,23 @@ def test_activations_fall_back_to_mindspore_ops_where_the_kernel_does_not_apply(
 
 
 @needs_compiler
+def test_activation_kernels_in_pynative_mode():
+    rng = np.random.default_rng(2)
+    x = rng.normal(scale=3.0, size=(2, 6, 3, 3)).astype(np.float32)
+    for name in sorted(ACTIVATIONS):
+        make, make_reference, _ = ACTIVATIONS[name]
+        w = rng.normal(size=make_reference()(Tensor(x)).shape).astype(np.float32)
+        ms.set_context(mode=ms.PYNATIVE_MODE)
+        try:
+            layer = make()
+            assert layer.use_kernel
+            got = forward_and_grads(layer, x, w)
+        finally:
+            ms.set_context(mode=ms.GRAPH_MODE)
+        assert_close(got, forward_and_grads(make_reference(), x, w), ("y", "dx"))
+
+
+@needs_compiler
 def test_glu_over_an_odd_axis_is_a_one_line_error_naming_the_shape(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # MindSpore writes analyze_fail.ir into the working directory
     ms.set_context(mode=ms.GRAPH_MODE)
