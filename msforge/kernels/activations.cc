@@ -33,73 +33,80 @@ void Elementwise(int64_t n, int cost, Fn fn) {
 
 }  // namespace
 
-// inputs: x; outputs: y = x * Phi(x)
-extern "C" int GeluForward(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void* stream,
-                           void* extra) {
+namespace {
+
+// y = f(x), elementwise.
+template <typename F>
+int Forward(int nparam, void** params, int* ndims, int64_t** shapes, int cost, F f) {
   if (nparam != 2) return 1;
   const float* x = static_cast<const float*>(params[0]);
   float* y = static_cast<float*>(params[1]);
-  Elementwise(Numel(shapes[0], ndims[0]), 4, [&](int64_t begin, int64_t end) {
+  Elementwise(Numel(shapes[0], ndims[0]), cost, [&](int64_t begin, int64_t end) {
 #pragma omp simd
-    for (int64_t k = begin; k < end; ++k) {
-      float cdf, pdf;
-      NormalCdfPdf(x[k], &cdf, &pdf);
-      y[k] = x[k] * cdf;
-    }
+    for (int64_t k = begin; k < end; ++k) y[k] = f(x[k]);
   });
   return 0;
+}
+
+// dx = dy * f'(x), elementwise, from inputs dy and x.
+template <typename F>
+int Backward(int nparam, void** params, int* ndims, int64_t** shapes, int cost, F derivative) {
+  if (nparam != 3) return 1;
+  const int64_t n = Numel(shapes[1], ndims[1]);
+  if (Numel(shapes[0], ndims[0]) != n) return 2;
+  const float* dy = static_cast<const float*>(params[0]);
+  const float* x = static_cast<const float*>(params[1]);
+  float* dx = static_cast<float*>(params[2]);
+  Elementwise(n, cost, [&](int64_t begin, int64_t end) {
+#pragma omp simd
+    for (int64_t k = begin; k < end; ++k) dx[k] = dy[k] * derivative(x[k]);
+  });
+  return 0;
+}
+
+inline float Gelu(float x) {
+  float cdf, pdf;
+  NormalCdfPdf(x, &cdf, &pdf);
+  return x * cdf;
+}
+
+inline float GeluDerivative(float x) {  // Phi(x) + x * phi(x)
+  float cdf, pdf;
+  NormalCdfPdf(x, &cdf, &pdf);
+  return cdf + x * pdf;
+}
+
+inline float Silu(float x) { return x * Sigmoid(x); }
+
+inline float SiluDerivative(float x) {  // s * (1 + x * (1 - s)), s = sigmoid(x)
+  const float s = Sigmoid(x);
+  return s * (1.0f + x * (1.0f - s));
+}
+
+}  // namespace
+
+// inputs: x; outputs: y = x * Phi(x)
+extern "C" int GeluForward(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void* stream,
+                           void* extra) {
+  return Forward(nparam, params, ndims, shapes, 4, [](float x) { return Gelu(x); });
 }
 
 // inputs: dy, x; outputs: dx = dy * (Phi(x) + x * phi(x))
 extern "C" int GeluBackward(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes,
                             void* stream, void* extra) {
-  if (nparam != 3) return 1;
-  const int64_t n = Numel(shapes[1], ndims[1]);
-  if (Numel(shapes[0], ndims[0]) != n) return 2;
-  const float* dy = static_cast<const float*>(params[0]);
-  const float* x = static_cast<const float*>(params[1]);
-  float* dx = static_cast<float*>(params[2]);
-  Elementwise(n, 4, [&](int64_t begin, int64_t end) {
-#pragma omp simd
-    for (int64_t k = begin; k < end; ++k) {
-      float cdf, pdf;
-      NormalCdfPdf(x[k], &cdf, &pdf);
-      dx[k] = dy[k] * (cdf + x[k] * pdf);
-    }
-  });
-  return 0;
+  return Backward(nparam, params, ndims, shapes, 4, [](float x) { return GeluDerivative(x); });
 }
 
 // inputs: x; outputs: y = x * sigmoid(x)
 extern "C" int SiluForward(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void* stream,
                            void* extra) {
-  if (nparam != 2) return 1;
-  const float* x = static_cast<const float*>(params[0]);
-  float* y = static_cast<float*>(params[1]);
-  Elementwise(Numel(shapes[0], ndims[0]), 3, [&](int64_t begin, int64_t end) {
-#pragma omp simd
-    for (int64_t k = begin; k < end; ++k) y[k] = x[k] * Sigmoid(x[k]);
-  });
-  return 0;
+  return Forward(nparam, params, ndims, shapes, 3, [](float x) { return Silu(x); });
 }
 
 // inputs: dy, x; outputs: dx = dy * s * (1 + x * (1 - s)), s = sigmoid(x)
 extern "C" int SiluBackward(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes,
                             void* stream, void* extra) {
-  if (nparam != 3) return 1;
-  const int64_t n = Numel(shapes[1], ndims[1]);
-  if (Numel(shapes[0], ndims[0]) != n) return 2;
-  const float* dy = static_cast<const float*>(params[0]);
-  const float* x = static_cast<const float*>(params[1]);
-  float* dx = static_cast<float*>(params[2]);
-  Elementwise(n, 3, [&](int64_t begin, int64_t end) {
-#pragma omp simd
-    for (int64_t k = begin; k < end; ++k) {
-      const float s = Sigmoid(x[k]);
-      dx[k] = dy[k] * s * (1.0f + x[k] * (1.0f - s));
-    }
-  });
-  return 0;
+  return Backward(nparam, params, ndims, shapes, 3, [](float x) { return SiluDerivative(x); });
 }
 
 namespace {
