@@ -251,9 +251,7 @@ class Trainer:
             self.optimizer = self.optimizers[0]
             self._time_schedulers()
             self._validated, self._warned_monitors = False, set()
-            compute_dtype = self._compute_dtype(model)
-            if compute_dtype is not None:  # once, for every step compiled from here on
-                ms.amp.auto_mixed_precision(model, "O2", dtype=compute_dtype)
+            self._apply_precision(model)
             if model.automatic_optimization:
                 self.train_step, self._scale_states = self._build_train_step(model, self.optimizer), []
                 self._prepare_executions()
@@ -295,6 +293,7 @@ class Trainer:
         self._check_module(model, training=False)
         weights = self.read_checkpoint(ckpt_path) if ckpt_path is not None else None
         self._start("predict", model, datamodule)
+        self._apply_precision(model)
         if weights is not None:
             self._load_weights(model, *weights)
         loaders = self._loaders("predict", dataloaders, datamodule or self.datamodule)
@@ -308,6 +307,7 @@ class Trainer:
         self._check_module(model, training=False)
         weights = self.read_checkpoint(ckpt_path) if ckpt_path is not None else None
         self._start(stage, model, datamodule)
+        self._apply_precision(model)
         if weights is not None:
             self._load_weights(model, *weights)
         kind = "val" if stage == "validate" else "test"
@@ -956,6 +956,17 @@ class Trainer:
             raise MisconfigurationError(f"lr_scheduler frequency={frequency!r}: must be an int >= 1 (steps "
                                         "or epochs between scheduler steps)", key="frequency")
         return entry
+
+    def _apply_precision(self, model):
+        """Give ``model`` the Trainer's precision before its first compiled step, in every stage: a test in a new
+        process computes as the test after fit did (Lightning's precision covers evaluation too). Once per model and
+        precision: the settings are constants of the graphs compiled from then on."""
+        if getattr(model, "_msforge_precision", None) == self.precision:
+            return
+        compute_dtype = self._compute_dtype(model)
+        if compute_dtype is not None:
+            ms.amp.auto_mixed_precision(model, "O2", dtype=compute_dtype)
+        model._msforge_precision = self.precision
 
     def _compute_dtype(self, model):
         """The dtype MindSpore's mixed precision computes in, or None (float32). "bf16-mixed" where MindSpore has no

@@ -286,6 +286,34 @@ def test_bf16_mixed_on_cpu_multiplies_msforge_convolutions_in_bfloat16_without_a
     assert abs(loss16 - loss32) <= 0.05 * loss32 + 1e-4, (loss32, loss16)
 
 
+class ConvRegressionTested(ConvRegression):
+    def test_step(self, batch, batch_idx):
+        x, y = batch
+        pred = self.conv(x).mean(axis=(1, 2, 3)).reshape(-1, 1)
+        self.log("test_mse", float(((pred.asnumpy() - y.asnumpy()) ** 2).mean()))
+
+
+def test_bf16_mixed_tests_in_bfloat16_in_a_new_trainer_as_after_fit(tmp_path):
+    """`run.py --stage test --ckpt` in a new process must give the digits of the test that followed the fit."""
+    if not layers.bfloat16_convolutions():
+        pytest.skip("no bfloat16 convolution kernels here (the CPU needs AVX512_BF16)")
+    x = np.random.default_rng(0).normal(size=(64, 1, 8, 8)).astype(np.float32)
+    data = list(zip(x, x.mean(axis=(1, 2, 3)).reshape(-1, 1) * 3.0))
+    ms.set_seed(0)
+    model = ConvRegressionTested()
+    trainer = quiet(max_epochs=3, num_sanity_val_steps=0, precision="bf16-mixed")
+    trainer.fit(model, train_dataloaders=DataLoader(data, 16))
+    path = str(tmp_path / "w.ckpt")
+    trainer.save_checkpoint(path)
+    [after_fit] = trainer.test(model, DataLoader(data, 16), verbose=False)
+    fresh = {}
+    for precision in ("bf16-mixed", "32"):
+        [fresh[precision]] = quiet(precision=precision).test(ConvRegressionTested(), DataLoader(data, 16),
+                                                             ckpt_path=path, verbose=False)
+    assert fresh["bf16-mixed"]["test_mse"] == after_fit["test_mse"], (after_fit, fresh)
+    assert fresh["32"]["test_mse"] != after_fit["test_mse"]  # float32 convolutions do give other digits
+
+
 def test_bf16_mixed_where_the_convolutions_cannot_use_bfloat16_warns_once_naming_why():
     why = layers.bfloat16_convolutions_missing()
     if why is None:
