@@ -78,16 +78,16 @@ def child(name, config_name, versions, rounds, steps, data="noise"):
                       "loss_after_8_steps": losses, "loadavg": loadavg()}), flush=True)
 
 
-def main(script, doc, configs, versions):
+def main(script, doc, configs, versions, default_data="noise"):
     """Command line of ``script``: ``versions`` is a function ``() -> {key: prepare or None}`` giving the baseline
-    first; prints steps/s of both and the ratio second/first per model, then the JSON line (keys named after the
-    script)."""
+    first; ``default_data`` is ``--data``'s default; prints steps/s of both and the ratio second/first per model, then
+    the JSON line (keys named after the script)."""
     what = os.path.splitext(os.path.basename(script))[0]
     parser = argparse.ArgumentParser(description=doc.strip().splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20, help="steps per block")
     parser.add_argument("--models", default=",".join(configs))
-    parser.add_argument("--data", choices=("noise", "videos"), default="noise", help="what the batches hold")
+    parser.add_argument("--data", choices=("noise", "videos"), default=default_data, help="what the batches hold")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()

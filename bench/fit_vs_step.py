@@ -103,7 +103,7 @@ def main():
         built.datamodule.prepare_data()
         built.datamodule.setup("fit")
         loader = built.datamodule.train_dataloader()
-        batches = [batch for _, batch in zip(range(args.steps), loader)]
+        batches = [b for _, b in zip(range(args.steps), loader)]
         data = {"train_dataloaders": batches, "val_dataloaders": built.datamodule.val_dataloader()}
     try:
         built.trainer.fit(built.model, **data)
@@ -112,12 +112,12 @@ def main():
 
     fit, step = statistics.median(ab.fit_ms[1:]), statistics.median(ab.step_ms[1:])
     batch_part, gap = statistics.median(ab.batch_ms[1:]), statistics.median(ab.gap_ms[1:])
-    result = {"fit_vs_step_config": args.config, "fit_vs_step_data": args.data, "fit_vs_step_fit_ms": fit, "fit_vs_step_batch_ms": batch_part,
-              "fit_vs_step_gap_ms": gap, "fit_vs_step_step_ms": step, "fit_vs_step_ratio_fit_over_step": fit / step,
-              "loadavg": loadavg()}
-    lines = [f"{args.config}, {args.data} data: fit {fit:.1f} ms/step (batch {batch_part:.1f} + gap to the next {gap:.1f}), compiled "
-             f"step alone {step:.1f} ms/step: ratio fit/step {fit / step:.3f} (medians over {args.epochs - 1} "
-             f"alternating epochs of {args.steps} steps; load average {result['loadavg']})"]
+    result = {"fit_vs_step_config": args.config, "fit_vs_step_data": args.data, "fit_vs_step_fit_ms": fit,
+              "fit_vs_step_batch_ms": batch_part, "fit_vs_step_gap_ms": gap, "fit_vs_step_step_ms": step,
+              "fit_vs_step_ratio_fit_over_step": fit / step, "loadavg": loadavg()}
+    lines = [f"{args.config}, {args.data} data: fit {fit:.1f} ms/step (batch {batch_part:.1f} + gap to the next "
+             f"{gap:.1f}), compiled step alone {step:.1f} ms/step: ratio fit/step {fit / step:.3f} (medians over "
+             f"{args.epochs - 1} alternating epochs of {args.steps} steps; load average {result['loadavg']})"]
     emit(result, args.json, lines)
 
 

@@ -27,16 +27,12 @@ def config_precision(module):
 
 
 def trained(module):
-    from msforge import checkpoint
+    from experiments.run import load_weights  # _step_ab.build put the repository on sys.path
 
-    params, _ = checkpoint.load(TRAINED)
-    targets = checkpoint.named_params(module)
-    checkpoint.check_match(TRAINED, params, targets)
-    checkpoint.assign(targets, params)
+    load_weights(module, TRAINED)
     config_precision(module)
 
 
 if __name__ == "__main__":
-    if "--data" not in sys.argv and "--child" not in sys.argv:
-        sys.argv += ["--data", "videos"]
-    _step_ab.main(__file__, __doc__, CONFIGS, lambda: {"init": config_precision, "trained": trained})
+    _step_ab.main(__file__, __doc__, CONFIGS, lambda: {"init": config_precision, "trained": trained},
+                  default_data="videos")
