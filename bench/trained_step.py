@@ -19,8 +19,9 @@ CONFIGS = {"simvp": "mmnist_2h_bf16.yaml"}
 TRAINED = os.path.join(ROOT, "docs", "mmnist_2h_bf16.ckpt")
 
 
-def config_precision(module):
-    """The run's precision: bf16-mixed convolutions where this CPU has them (float32 otherwise, as the Trainer does)."""
+def bfloat16_where_available(module):
+    """The config's bf16-mixed: msforge's convolutions in bfloat16 where this CPU has them (float32 otherwise, as the
+    Trainer does)."""
     from msforge import layers
 
     layers.use_bfloat16_convolutions(module)
@@ -30,9 +31,9 @@ def trained(module):
     from experiments.run import load_weights  # _step_ab.build put the repository on sys.path
 
     load_weights(module, TRAINED)
-    config_precision(module)
+    bfloat16_where_available(module)
 
 
 if __name__ == "__main__":
-    _step_ab.main(__file__, __doc__, CONFIGS, lambda: {"init": config_precision, "trained": trained},
+    _step_ab.main(__file__, __doc__, CONFIGS, lambda: {"init": bfloat16_where_available, "trained": trained},
                   default_data="videos")

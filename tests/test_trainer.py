@@ -248,10 +248,12 @@ class ConvRegression(Module):
         super().__init__()
         self.conv = layers.Conv2d(1, 8, 3, pad_mode="pad", padding=1, has_bias=True, weight_init="ones")
 
+    def construct(self, x):
+        return self.conv(x).mean(axis=(1, 2, 3)).reshape(-1, 1)
+
     def training_step(self, batch):
         x, y = batch
-        pred = self.conv(x).mean(axis=(1, 2, 3)).reshape(-1, 1)
-        return ((pred - y) ** 2).mean()
+        return ((self.construct(x) - y) ** 2).mean()
 
     def configure_optimizers(self):
         return nn.Adam(self.trainable_params(), learning_rate=0.01)
@@ -289,8 +291,7 @@ def test_bf16_mixed_on_cpu_multiplies_msforge_convolutions_in_bfloat16_without_a
 class ConvRegressionTested(ConvRegression):
     def test_step(self, batch, batch_idx):
         x, y = batch
-        pred = self.conv(x).mean(axis=(1, 2, 3)).reshape(-1, 1)
-        self.log("test_mse", float(((pred.asnumpy() - y.asnumpy()) ** 2).mean()))
+        self.log("test_mse", float(((self.construct(x).asnumpy() - y.asnumpy()) ** 2).mean()))
 
 
 def test_bf16_mixed_tests_in_bfloat16_in_a_new_trainer_as_after_fit(tmp_path):
