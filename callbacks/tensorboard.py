@@ -15,7 +15,9 @@ return ``{tag: array}``; (N, C, H, W) or (N, H, W) becomes one row of N frames (
 ``log_graph=True``: MindSpore cells cannot be exported to TensorBoard's graph format (there is no tracer producing a
 GraphDef), so the callback writes the printed cell structure as a text summary named "model" instead, and says so.
 """
+import itertools
 import math
+import os
 import warnings
 
 import numpy as np
@@ -23,6 +25,9 @@ import numpy as np
 from msforge import Callback
 
 from .lr_monitor import LearningRateMonitor, lr_metrics, step_log_due
+
+
+_writer_ids = itertools.count()
 
 
 def image_grid(array, pad=2):
@@ -71,7 +76,9 @@ class TensorBoard(Callback):
             from tensorboardX import SummaryWriter
 
             self.log_dir = self._log_dir_arg or trainer.log_dir
-            self._writer = SummaryWriter(self.log_dir)
+            # tensorboardX names the file by the second and the host only: a second writer opened in the same
+            # second (test right after fit) would truncate the first one's file
+            self._writer = SummaryWriter(self.log_dir, filename_suffix=f".{os.getpid()}.{next(_writer_ids)}")
         return self._writer
 
     # == scalars ======================================================================================================

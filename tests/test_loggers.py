@@ -166,3 +166,23 @@ def test_evaluation_bars_show_their_total(monkeypatch):
         start(trainer, None)
         assert bar.eval_bar.total == total
         end(trainer, None)
+
+
+def test_test_right_after_fit_keeps_the_fits_events(tmp_path):
+    # fit and test of this toy take about a second: the two writers often open in the same second, and tensorboardX's
+    # file name (second + host) alone would let the test's writer truncate the fit's file
+    train, val = loaders(n_train=8)
+    trainer = make_trainer(tmp_path, max_epochs=1, callbacks=[TensorBoard()])
+    trainer.fit(make_module(images=True), train_dataloaders=train, val_dataloaders=val)
+    trainer.test(dataloaders=val)
+    folder = tmp_path / "msforge_logs" / "version_0"
+    assert len([f for f in os.listdir(folder) if ".tfevents." in f]) == 2
+    events = read_events(folder)
+    assert [im.step for im in events.Images("frames")] == [2]
+    assert "train_loss_epoch" in events.Tags()["scalars"] and "test_loss" in events.Tags()["scalars"]
+    # the same without the timing: two writers opened back to back in one folder
+    callback = TensorBoard(log_dir=str(tmp_path / "back_to_back"))
+    for value in (1.0, 2.0):
+        callback.on_log_metrics(trainer, None, {"x": value}, 0)
+        callback.teardown(trainer, None, "test")
+    assert [e.value for e in read_events(tmp_path / "back_to_back").Scalars("x")] == [1.0, 2.0]
