@@ -960,12 +960,26 @@ class Trainer:
     def _apply_precision(self, model):
         """Give ``model`` the Trainer's precision before its first compiled step, in every stage: a test in a new
         process computes as the test after fit did (Lightning's precision covers evaluation too). Once per model and
-        precision: the settings are constants of the graphs compiled from then on."""
-        if getattr(model, "_msforge_precision", None) == self.precision:
+        precision: the settings are constants of the graphs compiled from then on. A model a Trainer of another
+        precision ran before gets this one's: bfloat16 convolutions are switched off or on; a cast by MindSpore's
+        mixed precision cannot be undone, so that case is refused."""
+        before = getattr(model, "_msforge_precision", None)
+        if before == self.precision:
             return
+        if getattr(model, "_msforge_cast_to", None) is not None:
+            raise MisconfigurationError(
+                f"precision={self.precision!r}: this model was cast to {model._msforge_cast_to} for an earlier "
+                f"Trainer's precision={before!r} (MindSpore's auto_mixed_precision, which cannot be undone); build "
+                "the model anew, or load its checkpoint into a new one", key="precision")
+        if before is not None:
+            for conv in layers.kernel_convolutions(model):
+                conv.set_bfloat16(False)
+            for _, cell in model.cells_and_names():  # graphs compiled with the old settings as constants
+                cell.compile_cache.clear()
         compute_dtype = self._compute_dtype(model)
         if compute_dtype is not None:
             ms.amp.auto_mixed_precision(model, "O2", dtype=compute_dtype)
+            model._msforge_cast_to = compute_dtype
         model._msforge_precision = self.precision
 
     def _compute_dtype(self, model):

@@ -313,6 +313,20 @@ def test_bf16_mixed_tests_in_bfloat16_in_a_new_trainer_as_after_fit(tmp_path):
                                                              ckpt_path=path, verbose=False)
     assert fresh["bf16-mixed"]["test_mse"] == after_fit["test_mse"], (after_fit, fresh)
     assert fresh["32"]["test_mse"] != after_fit["test_mse"]  # float32 convolutions do give other digits
+    # the fitted model itself under a float32 Trainer computes in float32, then in bfloat16 again
+    [again] = quiet(precision="32").test(model, DataLoader(data, 16), verbose=False)
+    assert again["test_mse"] == fresh["32"]["test_mse"] and not model.conv.bfloat16
+    [again] = quiet(precision="bf16-mixed").test(model, DataLoader(data, 16), verbose=False)
+    assert again["test_mse"] == after_fit["test_mse"]
+
+
+def test_a_model_cast_to_float16_refuses_a_trainer_of_another_precision():
+    data = [(np.ones((1, 8, 8), np.float32), np.ones(1, np.float32))] * 16
+    model = ConvRegressionTested()
+    quiet(max_steps=1, num_sanity_val_steps=0, precision="16-mixed").fit(model, train_dataloaders=DataLoader(data, 16))
+    with pytest.raises(MisconfigurationError, match=r"^precision='32': this model was cast to Float16 for an earlier "
+                                                    r"Trainer's precision='16-mixed'"):
+        quiet(precision="32").test(model, DataLoader(data, 16), verbose=False)
 
 
 def test_bf16_mixed_where_the_convolutions_cannot_use_bfloat16_warns_once_naming_why():
