@@ -54,26 +54,32 @@ def build(config_name, prepare=None, data="noise"):
     return step, batches
 
 
+def run_steps(step, batches, steps):
+    """``steps`` calls of ``step`` over ``batches`` in turn, waited for; returns the last call's loss as a float."""
+    for i in range(steps):
+        out = step(True, batches[i % len(batches)])[0]
+    return float((out[0] if isinstance(out, tuple) else out).asnumpy())
+
+
+def steps_per_second(step, batches, steps):
+    """One timed block of ``steps`` steps (see :func:`run_steps`)."""
+    t0 = time.perf_counter()
+    run_steps(step, batches, steps)
+    return steps / (time.perf_counter() - t0)
+
+
 def child(name, config_name, versions, rounds, steps, data="noise"):
     """Time ``versions`` ({key: prepare or None}, two of them) of the model of ``config_name``; prints one JSON line."""
     import mindspore as ms
 
     ms.set_context(mode=ms.GRAPH_MODE)
     built = {key: build(config_name, prepare, data) for key, prepare in versions.items()}
-    losses = {}
-    for key, (step, batches) in built.items():  # compile, warm up, and the loss after the same 8 steps
-        for i in range(8):
-            out = step(True, batches[i % len(batches)])[0]
-        loss = out[0] if isinstance(out, tuple) else out
-        losses[key] = float(loss.asnumpy())
+    # compile, warm up, and the loss after the same 8 steps
+    losses = {key: run_steps(step, batches, 8) for key, (step, batches) in built.items()}
     timings = {key: [] for key in built}
     for _ in range(rounds):
         for key, (step, batches) in built.items():
-            t0 = time.perf_counter()
-            for i in range(steps):
-                out = step(True, batches[i % len(batches)])[0]
-            (out[0] if isinstance(out, tuple) else out).asnumpy()
-            timings[key].append(steps / (time.perf_counter() - t0))
+            timings[key].append(steps_per_second(step, batches, steps))
     print(json.dumps({"model": name, **{key: median(v) for key, v in timings.items()},
                       "loss_after_8_steps": losses, "loadavg": loadavg()}), flush=True)
 

@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import emit, loadavg, median, run_child  # noqa: E402
@@ -41,15 +40,8 @@ def child(name, threads, rounds, steps):
             layers.use_bfloat16_convolutions(module)
 
     step, batches = _step_ab.build(CONFIGS[name], prepare, data="videos")
-    for i in range(8):
-        out = step(True, batches[i % len(batches)])[0]
-    blocks = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        for i in range(steps):
-            out = step(True, batches[i % len(batches)])[0]
-        (out[0] if isinstance(out, tuple) else out).asnumpy()
-        blocks.append(steps / (time.perf_counter() - t0))
+    _step_ab.run_steps(step, batches, 8)  # compile and warm up
+    blocks = [_step_ab.steps_per_second(step, batches, steps) for _ in range(rounds)]
     print(json.dumps({"steps_per_s": median(blocks), "loadavg": loadavg()}), flush=True)
 
 
