@@ -17,6 +17,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import ROOT, emit, loadavg, median, model_spec, run_child  # noqa: E402
+from tiny import mlp_module  # noqa: E402
 
 MODELS = ("tiny", "convlstm")
 
@@ -27,27 +28,16 @@ def build(name):
     import msforge  # noqa: F401  (caps oneDNN's ISA before mindspore loads)
     import mindspore as ms
     import numpy as np
-    from mindspore import Tensor, nn, ops
+    from mindspore import Tensor
 
-    from msforge import Module
     from msforge.train_step import TrainStep
 
     ms.set_context(mode=ms.GRAPH_MODE)
     ms.set_seed(0)
     rng = np.random.default_rng(0)
     if name == "tiny":
-        class MLP(Module):
-            def __init__(self):
-                super().__init__()
-                self.fc1, self.fc2 = nn.Dense(32, 64), nn.Dense(64, 1)
-
-            def training_step(self, batch):
-                x, y = batch
-                err = self.fc2(ops.relu(self.fc1(x))) - y
-                return (err * err).mean()
-
-        module = MLP()
-        optimizer = nn.Adam(module.trainable_params(), 1e-3)
+        module = mlp_module()
+        optimizer = module.configure_optimizers()
         data = [(rng.normal(size=(64, 32)), rng.normal(size=(64, 1))) for _ in range(16)]
     else:
         from models.convlstm import ConvLSTMModule

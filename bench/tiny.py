@@ -42,12 +42,11 @@ def rate(events, warmup):
     return (end[0] - start[0]) / (end[1] - start[1])
 
 
-def child_msforge(args, spe):
-    sys.path.insert(0, ROOT)
-    import msforge  # noqa: F401  (caps oneDNN's ISA before mindspore loads)
-    from mindspore import Tensor, nn, ops
+def mlp_module():
+    """msforge's side of the tiny model as a Module: MLP 32-64-1 (ReLU), MSE, Adam(1e-3). Import msforge first."""
+    from mindspore import nn, ops
 
-    from msforge import Callback, Module, Trainer
+    from msforge import Module
 
     class MLP(Module):
         def __init__(self):
@@ -62,6 +61,16 @@ def child_msforge(args, spe):
         def configure_optimizers(self):
             return nn.Adam(self.trainable_params(), learning_rate=1e-3)
 
+    return MLP()
+
+
+def child_msforge(args, spe):
+    sys.path.insert(0, ROOT)
+    import msforge  # noqa: F401  (caps oneDNN's ISA before mindspore loads)
+    from mindspore import Tensor
+
+    from msforge import Callback, Trainer
+
     events = []
 
     class Clock(Callback):
@@ -73,7 +82,7 @@ def child_msforge(args, spe):
     trainer = Trainer(max_steps=total, steps_per_execution=spe, logger=False, enable_checkpointing=False,
                       enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                       callbacks=[Clock()], log_every_n_steps=50)
-    trainer.fit(MLP(), train_dataloaders=[data[i % len(data)] for i in range(total)])
+    trainer.fit(mlp_module(), train_dataloaders=[data[i % len(data)] for i in range(total)])
     return rate(events, args.warmup)
 
 

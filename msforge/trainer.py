@@ -29,7 +29,7 @@ from msforge.arguments import MisconfigurationError, check_trainer_arguments, ch
 from msforge.data import (DataLoader, DataModule, batch_size_of, group_batches, is_batch_list, iterate_batches,
                           loader_length)
 from msforge.module import Module, find_self_call
-from msforge.results import EpochMeans, to_float
+from msforge.results import EpochMeans, PendingStep, StepOutputs, to_float
 from msforge.schedulers import ReduceLROnPlateau, get_lrs, set_lrs
 from msforge.seed import seed_everything
 from msforge.train_step import LossScale, LossScaleState, MultiStep, TrainStep
@@ -37,6 +37,22 @@ from msforge.train_step import LossScale, LossScaleState, MultiStep, TrainStep
 # the allowed values are msforge.arguments'; these map them to MindSpore's
 PRECISIONS = {"32": None, "32-true": None, "16-mixed": ms.float16, "bf16-mixed": ms.bfloat16}
 MODES = {"graph": ms.GRAPH_MODE, "pynative": ms.PYNATIVE_MODE}
+
+
+class _ReadsPendingSteps:
+    """A Trainer attribute (kept as ``_<name>``) whose every read first reads back the training steps not yet read."""
+
+    def __set_name__(self, owner, name):
+        self.stored = f"_{name}"
+
+    def __get__(self, trainer, owner=None):
+        if trainer is None:
+            return self
+        trainer._read_pending()
+        return getattr(trainer, self.stored)
+
+    def __set__(self, trainer, value):
+        setattr(trainer, self.stored, value)
 
 
 class Trainer:
@@ -101,17 +117,21 @@ class Trainer:
         # progress and results
         self.current_epoch = 0
         self.global_step = 0
-        self.skipped_steps = 0
-        self.loss_scale_value = None
+        self._skipped_steps = 0
+        self._loss_scale_value = None
         self.should_stop = False
         self.diverged = False  # a non-finite loss or weights: the run stops and writes no checkpoint from then on
         self.stop_reason = None
         self.sanity_checking = False
         self.interrupted = None
         self.state = None
-        self.callback_metrics = {}
+        self._callback_metrics = {}
         self.logged_metrics = {}
-        self.progress_bar_metrics = {}
+        self._progress_bar_metrics = {}
+        # training steps whose outputs are still Tensors: read back together when something needs them (a log step,
+        # validation, a checkpoint, the epoch end, any read of the metrics below), not one host sync per step
+        self._pending_steps = []
+        self._defer_reads = False
         self.module = None
         self.datamodule = None
         self.optimizers = []  # configure_optimizers()'s, in order; several only under manual optimization
@@ -225,6 +245,13 @@ class Trainer:
         total = per_epoch * self.max_epochs if self.max_epochs is not None else math.inf
         return total if self.max_steps == -1 else min(total, self.max_steps)
 
+    # the latest value of every metric (Lightning's), the bar's, and loss scaling's counters: each read of them reads
+    # the pending training steps first, so they are never behind the steps run
+    callback_metrics = _ReadsPendingSteps()
+    progress_bar_metrics = _ReadsPendingSteps()
+    skipped_steps = _ReadsPendingSteps()  # updates skipped by loss scaling (non-finite gradients)
+    loss_scale_value = _ReadsPendingSteps()
+
     # == public entry points ==========================================================================================
     def fit(self, model, train_dataloaders=None, val_dataloaders=None, datamodule=None, ckpt_path=None):
         """Train ``model``; with ``ckpt_path`` (a path, "last" or "best") continue exactly where it was saved.
@@ -258,6 +285,8 @@ class Trainer:
             else:
                 self._prepare_manual_optimization(model)
             self._carried_fit_time, self._fit_start_time = 0.0, None
+            # data parallel reads every step: all ranks must agree on a non-finite loss at the same step
+            self._pending_steps, self._defer_reads = [], not (self.distributed and self.world_size > 1)
             if resume is not None:
                 self._restore(*resume, train_loader)
             # max_time counts the whole fit, the time before a resume included (as Lightning's Timer)
@@ -383,9 +412,13 @@ class Trainer:
         step_before = self.global_step
         if self.module.automatic_optimization:
             outputs = self._automatic_step(batch, batch_idx, n_batches)
-        else:
+            if not self._defer_reads:
+                self._read_pending()
+        else:  # host code: its outputs are floats already
             outputs = self._manual_training_step(batch, batch_idx)
-        self._record_step(outputs, step_before, self._batch_size)
+            self._record_step(outputs, self._batch_size)
+        if self._step_log_due(step_before):
+            self._log_step(outputs)
         if self.global_step > step_before:
             self._step_schedulers("step")
         self._batches_done = batch_idx + 1  # a checkpoint saved from on_train_batch_end resumes after this batch
@@ -395,16 +428,38 @@ class Trainer:
         self._log_target = None
         return self._batch_size
 
-    def _record_step(self, outputs, step_before, batch_size):
-        """One batch's outputs (floats) into the epoch means, callback and progress-bar metrics, and the step log."""
+    def _record_step(self, outputs, batch_size):
+        """One step's outputs (floats) into the epoch means and the callback and progress-bar metrics."""
         step_metrics = {f"train_{name}": value for name, value in outputs.items()}
         for name, value in step_metrics.items():
             self._train_means.add(name, value, batch_size)
-        self.callback_metrics.update(step_metrics)
+        self._callback_metrics.update(step_metrics)
         if "loss" in outputs:
-            self.progress_bar_metrics["train_loss"] = outputs["loss"]
-        if self.global_step // self.log_every_n_steps > step_before // self.log_every_n_steps:  # a multiple passed
-            self.log_metrics({**step_metrics, **self._scale_metrics()})
+            self._progress_bar_metrics["train_loss"] = outputs["loss"]
+
+    def _step_log_due(self, step_before):
+        return self.global_step // self.log_every_n_steps > step_before // self.log_every_n_steps  # a multiple passed
+
+    def _log_step(self, outputs):
+        """The step log: this step's outputs (and the loss scale) at the current global step; every step before it is
+        read back here too (the log is a point where the host waits for the steps anyway)."""
+        self._read_pending()
+        self.log_metrics({**{f"train_{name}": value for name, value in outputs.items()}, **self._scale_metrics()})
+
+    def _read_pending(self):
+        """Read the pending training steps' outputs back to the host, in step order: into the epoch means and metrics,
+        the loss-scale counters and the finite-loss check (a non-finite loss stops the run, naming its step)."""
+        if not self._pending_steps:
+            return
+        pending, self._pending_steps = self._pending_steps, []
+        for step in pending:
+            outputs = step.outputs.floats()
+            self._record_step(outputs, step.batch_size)
+            if step.scale is not None:  # loss scaling: a non-finite update was skipped in the graph; count it
+                self._skipped_steps += 0 if not step.is_update or bool(step.finite.asnumpy()) else 1
+                self._loss_scale_value = to_float(step.scale)
+            elif not self.diverged:  # nothing skipped a non-finite step: its update poisoned the weights
+                self._check_finite_loss(outputs["loss"], step.batch_idx, step.global_step, step.epoch)
 
     def _train_execution(self, group, n_batches):
         """steps_per_execution: the group's batches (one per step) in one compiled call; returns the samples seen.
@@ -435,6 +490,7 @@ class Trainer:
         self._multi_step.has_run = True
         if lrs_after is not None:
             set_lrs(self.optimizer, lrs_after)
+        self._read_pending()  # single steps before this execution (at an epoch's start) count first
         if isinstance(outs, tuple):  # a dict output: its values' stacks in the dict's order
             columns = {name: out.asnumpy() for name, out in zip(self._output_keys, outs)}
         else:
@@ -447,13 +503,15 @@ class Trainer:
             step_before = self.global_step
             self.global_step += int(update)
             outputs = {name: float(column[s]) for name, column in columns.items()}
-            self._record_step(outputs, step_before, batch_size_of(batch))
+            self._record_step(outputs, batch_size_of(batch))
+            if self._step_log_due(step_before):
+                self._log_step(outputs)
             self._total_batches += 1
             samples += batch_size_of(batch)
         if self.loss_scale_config is None and not self.diverged:
             losses = columns["loss"]
             bad = next((s for s, value in enumerate(losses) if not math.isfinite(value)), len(losses) - 1)
-            self._check_finite_loss(float(losses[bad]), group[bad][0])
+            self._check_finite_loss(float(losses[bad]), group[bad][0], self.global_step, self.current_epoch)
         self._batches_done = last_idx + 1  # a checkpoint saved from on_train_batch_end resumes after this execution
         self._log_target = self._train_means
         self._call("on_train_batch_end", outputs, last, last_idx)
@@ -518,21 +576,25 @@ class Trainer:
         self._multi_step.has_run = False
 
     def _automatic_step(self, batch, batch_idx, n_batches):
-        """The compiled step: forward, backward and (on update batches) the optimizer; returns its outputs as floats."""
+        """The compiled step: forward, backward and (on update batches) the optimizer; returns its outputs, read back
+        from their Tensors when first looked at. The step joins the pending ones (``_read_pending``)."""
         is_update = self._is_update(batch_idx, n_batches)
         if is_update:
             self._call("on_before_optimizer_step", self.optimizer)
+        first = not self.train_step.has_run
         out, finite, scale = self._run_train_step(self.train_step, is_update, batch)
         if isinstance(out, dict) and self._output_keys is None:
             self._output_keys = tuple(out)
-        outputs = {name: to_float(v, name) for name, v in (out.items() if isinstance(out, dict) else [("loss", out)])}
+        outputs = StepOutputs(out.items() if isinstance(out, dict) else [("loss", out)])
         if is_update:
             self.global_step += 1
-        if self.loss_scale_config is not None:  # without loss scaling every update is finite: no need to ask
-            self.skipped_steps += 0 if not is_update or bool(finite.asnumpy()) else 1
-            self.loss_scale_value = to_float(scale)
-        elif not self.diverged:  # without loss scaling nothing skips a non-finite step: its update poisons the weights
-            self._check_finite_loss(outputs["loss"], batch_idx)
+        # without loss scaling every update is finite (no need to ask), and the loss is checked instead
+        scaled = self.loss_scale_config is not None
+        self._pending_steps.append(PendingStep(outputs, self._batch_size, self.global_step, self.current_epoch,
+                                               batch_idx, is_update, finite if scaled else None,
+                                               scale if scaled else None))
+        if first:  # a non-scalar output fails now, in the step that made it
+            self._read_pending()
         return outputs
 
     def _manual_training_step(self, batch, batch_idx):
@@ -577,7 +639,8 @@ class Trainer:
         if self.loss_scale_config is not None:
             self.loss_scale_values[index] = to_float(scale)
         elif not self.diverged:
-            self._check_finite_loss(to_float(loss, "loss"), self._manual_batch_idx)
+            self._check_finite_loss(to_float(loss, "loss"), self._manual_batch_idx, self.global_step,
+                                    self.current_epoch)
         return loss
 
     def _run_train_step(self, step, is_update, batch):
@@ -616,7 +679,9 @@ class Trainer:
         step.has_run = True
         return out, finite, scale
 
-    def _check_finite_loss(self, loss, batch_idx):
+    def _check_finite_loss(self, loss, batch_idx, step, epoch):
+        """A non-finite loss at (step, epoch, batch_idx) diverges the run; data parallel: on every rank (a collective:
+        called at the same steps on all ranks)."""
         bad = not math.isfinite(loss)
         if self.distributed and self.world_size > 1:  # every rank stops at the same step, or the others would hang
             from mindspore import ops
@@ -626,7 +691,7 @@ class Trainer:
         if bad:
             what = f"training loss is {loss}" if not math.isfinite(loss) else \
                 "training loss is not finite on another rank"
-            self._diverge(f"{what} at global step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx})")
+            self._diverge(f"{what} at global step {step} (epoch {epoch}, batch {batch_idx})")
 
     def _diverge(self, reason):
         self.diverged, self.should_stop, self.stop_reason = True, True, reason
@@ -637,6 +702,7 @@ class Trainer:
     def checkpoint_allowed(self):
         """Whether ModelCheckpoint may write now: not once the run has diverged, nor over good files with non-finite
         weights (a finite loss can still give inf/NaN gradients). Checks the weights, so call it once per save point."""
+        self._read_pending()  # a non-finite loss among the steps not yet read diverges the run first
         if self.diverged:
             return False
         from mindspore import ops
@@ -667,6 +733,7 @@ class Trainer:
         return self.interrupted is not None
 
     def _end_epoch(self, epoch_complete, val_loaders, seconds, samples):
+        self._read_pending()
         epoch_metrics = {f"{name}_epoch": value for name, value in self._train_means.means().items()}
         epoch_metrics.update({"epoch": float(self.current_epoch), "epoch_time": seconds,
                               "throughput": samples / seconds if seconds > 0 else 0.0})
@@ -749,6 +816,7 @@ class Trainer:
     # == validation, test and predict ================================================================================
     def _run_eval(self, stage, loaders, limit=None):
         """Run ``<stage>_step`` over every loader; returns one dict of epoch metrics per loader (predict: outputs)."""
+        self._read_pending()  # the training steps before a validation count (and are checked) first
         module = self.module
         step_fn = {"validation": module.validation_step, "test": module.test_step,
                    "predict": module.predict_step}[stage]
@@ -1097,6 +1165,7 @@ class Trainer:
         return list(params.items())
 
     def _checkpoint_state(self, weights_only):
+        self._read_pending()
         epoch_done = self._epoch_done
         state = {
             "msforge_version": _version("msforge"), "mindspore_version": ms.__version__,
