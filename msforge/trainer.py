@@ -129,7 +129,8 @@ class Trainer:
         self.logged_metrics = {}
         self._progress_bar_metrics = {}
         # training steps whose outputs are still Tensors: read back together when something needs them (a log step,
-        # validation, a checkpoint, the epoch end, any read of the metrics below), not one host sync per step
+        # validation, a checkpoint, the epoch end, a read of the four _ReadsPendingSteps attributes), not one host sync
+        # per step
         self._pending_steps = []
         self._defer_reads = False
         self.module = None
