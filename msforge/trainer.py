@@ -132,7 +132,6 @@ class Trainer:
         # validation, a checkpoint, the epoch end, a read of the four _ReadsPendingSteps attributes), not one host sync
         # per step
         self._pending_steps = []
-        self._defer_reads = False
         self.module = None
         self.datamodule = None
         self.optimizers = []  # configure_optimizers()'s, in order; several only under manual optimization
@@ -286,8 +285,7 @@ class Trainer:
             else:
                 self._prepare_manual_optimization(model)
             self._carried_fit_time, self._fit_start_time = 0.0, None
-            # data parallel reads every step: all ranks must agree on a non-finite loss at the same step
-            self._pending_steps, self._defer_reads = [], not (self.distributed and self.world_size > 1)
+            self._pending_steps = []
             if resume is not None:
                 self._restore(*resume, train_loader)
             # max_time counts the whole fit, the time before a resume included (as Lightning's Timer)
@@ -413,8 +411,6 @@ class Trainer:
         step_before = self.global_step
         if self.module.automatic_optimization:
             outputs = self._automatic_step(batch, batch_idx, n_batches)
-            if not self._defer_reads:
-                self._read_pending()
         else:  # host code: its outputs are floats already
             outputs = self._manual_training_step(batch, batch_idx)
             self._record_step(outputs, self._batch_size)
@@ -456,11 +452,12 @@ class Trainer:
         for step in pending:
             outputs = step.outputs.floats()
             self._record_step(outputs, step.batch_size)
-            if step.scale is not None:  # loss scaling: a non-finite update was skipped in the graph; count it
+            if step.finite is not None:  # loss scaling: a non-finite update was skipped in the graph; count it
                 self._skipped_steps += 0 if not step.is_update or bool(step.finite.asnumpy()) else 1
-                self._loss_scale_value = to_float(step.scale)
             elif not self.diverged:  # nothing skipped a non-finite step: its update poisoned the weights
                 self._check_finite_loss(outputs["loss"], step.batch_idx, step.global_step, step.epoch)
+        if pending[-1].scale is not None:  # the scale after the last of them is the current one
+            self._loss_scale_value = to_float(pending[-1].scale)
 
     def _train_execution(self, group, n_batches):
         """steps_per_execution: the group's batches (one per step) in one compiled call; returns the samples seen.
@@ -594,7 +591,9 @@ class Trainer:
         self._pending_steps.append(PendingStep(outputs, self._batch_size, self.global_step, self.current_epoch,
                                                batch_idx, is_update, finite if scaled else None,
                                                scale if scaled else None))
-        if first:  # a non-scalar output fails now, in the step that made it
+        # read at once: the first step (a non-scalar output fails in the step that made it), and every step under data
+        # parallel (the finite-loss check is a collective: all ranks must agree at the same step)
+        if first or (self.distributed and self.world_size > 1):
             self._read_pending()
         return outputs
 
