@@ -212,8 +212,11 @@ class MultiStep(nn.Cell):
 
     Returns ``(outputs, skipped, scale)``: the N steps' outputs stacked (a Tensor (N,) for a loss, for a dict the
     tuple of its values' stacks in the dict's key order), how many updates were skipped (non-finite
-    gradients under loss scaling), and the loss scale after the last step. The loop is unrolled (N copies of the step
-    in the graph): compile time grows with N, the run time per step does not.
+    gradients under loss scaling), and the loss scale after the last step.
+
+    The first step runs before a graph ``while`` loop over the others (it gives the outputs' structure to stack), so
+    the graph holds two copies of the step whatever N is. The step unrolled N times compiled slower as N grew and ran
+    slower too (bench/tiny.py's N=32: 1.7x fewer steps/s, MindSpore 2.10 CPU; README "Several steps per call").
     """
 
     def __init__(self, step: TrainStep, steps, lr_params=()):
@@ -224,33 +227,49 @@ class MultiStep(nn.Cell):
         self.per_step_update = step.accumulate > 1
 
     def construct(self, is_updates, lrs, batches):
-        outputs = ()
-        skipped = ops.zeros((), ms.int32)
-        scale = ops.ones((), ms.float32)
-        for i in range(self.steps):
-            for j in range(len(self.lr_params)):
-                ops.assign(self.lr_params[j], lrs[i][j])
-            batch = ()
-            for item in batches:
-                batch = batch + (item[i],)
-            if self.per_step_update:
-                out, finite, scale = self.step.step(is_updates[i], batch)
-                skipped = skipped + ops.logical_and(is_updates[i], ops.logical_not(finite)).astype(ms.int32)
-            else:
-                out, finite, scale = self.step.step(True, batch)
-                skipped = skipped + ops.logical_not(finite).astype(ms.int32)
-            outputs = outputs + (out,)
-        return self._stacked(outputs), skipped, scale
+        first = Tensor(0, ms.int32)
+        out, skipped, scale = self._one_step(first, is_updates, lrs, batches)
+        stacks = self._put(self._empty(out), first, out)
+        i = Tensor(1, ms.int32)
+        while i < self.steps:
+            out, skipped_now, scale = self._one_step(i, is_updates, lrs, batches)
+            skipped = skipped + skipped_now
+            stacks = self._put(stacks, i, out)
+            i = i + 1
+        return stacks, skipped, scale
 
-    @staticmethod
-    def _stacked(outputs):
-        """The N steps' outputs as one Tensor (N,), or a tuple of them for a dict output (its values in key order)."""
-        if isinstance(outputs[0], tuple):
-            stacked = ()
-            for k in range(len(outputs[0])):
-                values = ()
-                for out in outputs:
-                    values = values + (out[k],)
-                stacked = stacked + (ops.stack(values),)
-            return stacked
-        return ops.stack(outputs)
+    def _one_step(self, i, is_updates, lrs, batches):
+        """Step ``i`` of the execution: its learning rates, its batch; returns (outputs, 1 if skipped else 0, scale)."""
+        for j in range(len(self.lr_params)):
+            ops.assign(self.lr_params[j], lrs[i][j])
+        batch = ()
+        for item in batches:
+            batch = batch + (item[i],)
+        if self.per_step_update:
+            out, finite, scale = self.step.step(is_updates[i], batch)
+            skipped = ops.logical_and(is_updates[i], ops.logical_not(finite))
+        else:
+            out, finite, scale = self.step.step(True, batch)
+            skipped = ops.logical_not(finite)
+        if self.step.loss_scale_config is None:  # only loss scaling skips updates: nothing to count
+            skipped = ops.zeros((), ms.bool_)
+        return out, skipped.astype(ms.int32), scale
+
+    def _empty(self, out):
+        """Zeros (N,) per output value (a Tensor, or a tuple of them for a dict output)."""
+        if isinstance(out, tuple):
+            stacks = ()
+            for value in out:
+                stacks = stacks + (ops.zeros((self.steps,), value.dtype),)
+            return stacks
+        return ops.zeros((self.steps,), out.dtype)
+
+    def _put(self, stacks, i, out):
+        """The stacks with step ``i``'s outputs written at position ``i``."""
+        where = i.reshape((1, 1))
+        if isinstance(out, tuple):
+            updated = ()
+            for k in range(len(out)):
+                updated = updated + (ops.tensor_scatter_update(stacks[k], where, out[k].reshape((1,))),)
+            return updated
+        return ops.tensor_scatter_update(stacks, where, out.reshape((1,)))

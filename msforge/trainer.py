@@ -19,7 +19,7 @@ from typing import Optional, Union
 
 import mindspore as ms
 import numpy as np
-from mindspore import Tensor, nn
+from mindspore import Tensor, nn, ops
 
 from msforge import checkpoint as ckpt_io
 from msforge import layers
@@ -473,7 +473,7 @@ class Trainer:
         if any(updates):
             self._call("on_before_optimizer_step", self.optimizer)
         lrs, lrs_after = self._execution_lrs(updates)
-        stacked = tuple(Tensor(np.stack([batch[j].asnumpy() for _, batch in group])) for j in range(len(first)))
+        stacked = tuple(ops.stack([batch[j] for _, batch in group]) for j in range(len(first)))
         is_updates = Tensor(np.array(updates)) if k > 1 else None
         try:
             outs, skipped, scale = self._multi_step(is_updates, lrs, ms.mutable(stacked))
