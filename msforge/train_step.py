@@ -216,7 +216,7 @@ class MultiStep(nn.Cell):
 
     The first step runs before a graph ``while`` loop over the others (it gives the outputs' structure to stack), so
     the graph holds two copies of the step whatever N is. The step unrolled N times compiled slower as N grew and ran
-    slower too (bench/tiny.py's N=32: 1.7x fewer steps/s, MindSpore 2.10 CPU; README "Several steps per call").
+    slower too (at N=32 1.8x fewer steps/s on a tiny MLP, MindSpore 2.10 CPU: bench/multistep.py).
     """
 
     def __init__(self, step: TrainStep, steps, lr_params=()):
