@@ -61,10 +61,12 @@ def main():
     p.add_argument("--ckpt", default=None)
     p.add_argument("--kill-rank", type=int, default=None)
     p.add_argument("--out", required=True)
+    p.add_argument("--spe", type=int, default=1, help="steps_per_execution")
     a = p.parse_args()
     callbacks = [KillRank(a.kill_rank, 5)] if a.kill_rank is not None else []
     trainer = Trainer(max_epochs=a.epochs, strategy=a.strategy, default_root_dir=a.root, num_sanity_val_steps=0,
-                      enable_progress_bar=False, log_every_n_steps=1, callbacks=callbacks)
+                      enable_progress_bar=False, log_every_n_steps=1, callbacks=callbacks,
+                      steps_per_execution=a.spe)
     model = Reg()
     trainer.fit(model, train_dataloaders=DataLoader(Data(128), a.batch, shuffle=True, seed=7),
                 val_dataloaders=DataLoader(Data(32, seed=1), 8), ckpt_path=a.ckpt)

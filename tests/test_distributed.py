@@ -72,6 +72,16 @@ def test_two_workers_equal_one_process_and_write_one_set_of_files_and_resume(tmp
     assert open(f"{three}.rank0.txt").read().split()[0] == "24"  # 3 epochs x 8 global steps
 
 
+def test_two_workers_with_several_steps_per_call_equal_one_process_one_step_at_a_time(tmp_path):
+    # steps_per_execution=4: the gradient all-reduce runs inside MultiStep's graph loop, at every step
+    one = single(tmp_path, "one", "--batch", "16", "--epochs", "2")
+    two, proc, _ = msrun(tmp_path, "two", "--batch", "8", "--epochs", "2", "--spe", "4")
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    np.testing.assert_allclose(weights(two), weights(one), atol=1e-5)
+    np.testing.assert_array_equal(weights(two, 0), weights(two, 1))
+    assert open(f"{two}.rank0.txt").read().split()[0] == "16"  # 2 epochs x 8 global steps
+
+
 def test_a_killed_worker_ends_the_job_with_an_error_not_a_hang(tmp_path):
     _, proc, seconds = msrun(tmp_path, "killed", "--batch", "8", "--epochs", "50", "--kill-rank", "1",
                              timeout=240)
