@@ -16,9 +16,10 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
 # The graph returns a dict output as the tuple of its values: MindSpore 2.10's compile cache cannot store a dict
-# output ("Cannot export a PyExecute CNode in MindIR", bench/cache_outputs.py), and unrolled N times in one graph
-# (MultiStep) a dict comes back wrong. The names are recorded here while the step compiles (a constexpr runs at compile
-# time), per step: () for a Tensor output. A step whose graph was loaded from the compile cache records nothing.
+# output ("Cannot export a PyExecute CNode in MindIR", bench/cache_outputs.py), and MultiStep's graph (when it was the
+# step unrolled N times) gave a dict back wrong. The names are recorded here while the step compiles (a constexpr
+# runs at compile time), per step: () for a Tensor output. A step whose graph was loaded from the compile cache
+# records nothing.
 _OUTPUT_NAMES = {}
 _SLOTS = itertools.count()
 
