@@ -46,10 +46,15 @@ def files_under(root):
                   if os.path.isfile(p))
 
 
-def test_two_workers_equal_one_process_and_write_one_set_of_files_and_resume(tmp_path):
+@pytest.fixture(scope="module")
+def one_two_epochs(tmp_path_factory):
+    """One process, batch 16, 2 epochs: what 2 workers x batch 8 must equal (the same global batch)."""
+    return single(tmp_path_factory.mktemp("one_process"), "one2", "--batch", "16", "--epochs", "2")
+
+
+def test_two_workers_equal_one_process_and_write_one_set_of_files_and_resume(tmp_path, one_two_epochs):
     # same global batch: 2 workers x 8 == 1 process x 16
     one = single(tmp_path, "one", "--batch", "16", "--epochs", "3")
-    one_two_epochs = single(tmp_path, "one2", "--batch", "16", "--epochs", "2")
     two, proc, _ = msrun(tmp_path, "two", "--batch", "8", "--epochs", "2")
     assert proc.returncode == 0, proc.stdout[-2000:]
     np.testing.assert_allclose(weights(two), weights(one_two_epochs), atol=1e-5)
@@ -72,12 +77,11 @@ def test_two_workers_equal_one_process_and_write_one_set_of_files_and_resume(tmp
     assert open(f"{three}.rank0.txt").read().split()[0] == "24"  # 3 epochs x 8 global steps
 
 
-def test_two_workers_with_several_steps_per_call_equal_one_process_one_step_at_a_time(tmp_path):
+def test_two_workers_with_several_steps_per_call_equal_one_process_one_step_at_a_time(tmp_path, one_two_epochs):
     # steps_per_execution=4: the gradient all-reduce runs inside MultiStep's graph loop, at every step
-    one = single(tmp_path, "one", "--batch", "16", "--epochs", "2")
     two, proc, _ = msrun(tmp_path, "two", "--batch", "8", "--epochs", "2", "--spe", "4")
     assert proc.returncode == 0, proc.stdout[-2000:]
-    np.testing.assert_allclose(weights(two), weights(one), atol=1e-5)
+    np.testing.assert_allclose(weights(two), weights(one_two_epochs), atol=1e-5)
     np.testing.assert_array_equal(weights(two, 0), weights(two, 1))
     assert open(f"{two}.rank0.txt").read().split()[0] == "16"  # 2 epochs x 8 global steps
 
