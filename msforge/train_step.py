@@ -246,14 +246,13 @@ class MultiStep(nn.Cell):
         batch = ()
         for item in batches:
             batch = batch + (item[i],)
-        if self.per_step_update:
-            out, finite, scale = self.step.step(is_updates[i], batch)
-            skipped = ops.logical_and(is_updates[i], ops.logical_not(finite))
-        else:
-            out, finite, scale = self.step.step(True, batch)
+        is_update = is_updates[i] if self.per_step_update else True
+        out, finite, scale = self.step.step(is_update, batch)
+        skipped = ops.zeros((), ms.bool_)  # only loss scaling skips updates
+        if self.step.loss_scale_config is not None:
             skipped = ops.logical_not(finite)
-        if self.step.loss_scale_config is None:  # only loss scaling skips updates: nothing to count
-            skipped = ops.zeros((), ms.bool_)
+            if self.per_step_update:
+                skipped = ops.logical_and(is_update, skipped)
         return out, skipped.astype(ms.int32), scale
 
     def _empty(self, out):
