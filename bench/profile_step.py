@@ -14,6 +14,7 @@ Both profilers slow the step down somewhat; the shares are the finding, not the 
 
     python bench/profile_step.py [--mode ms|onednn|both] [--model cpu_small|default|seed] [--batch N] [--steps 2]
                                  [--warmup 2] [--top 15] [--keep] [--json] [--config mmnist_2h.yaml]
+                                 [--precision 32|bf16-mixed]
 
 ``--config YAML`` profiles the model an experiment YAML names (class_path, init_args) at its batch size instead.
 """
@@ -56,19 +57,28 @@ def train(args, on_batch_end):
     data = [(rng.random(shape, dtype=np.float32), rng.random(shape, dtype=np.float32)) for _ in range(2)]
     total = args.warmup + args.steps
     trainer = Trainer(max_steps=total, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                      num_sanity_val_steps=0, callbacks=[Hook()], log_every_n_steps=50)
+                      num_sanity_val_steps=0, callbacks=[Hook()], log_every_n_steps=50, precision=args.precision)
     trainer.fit(model, train_dataloaders=[data[i % 2] for i in range(total)])
+
+
+def read_config(path):
+    import yaml
+
+    path = path if os.path.isfile(path) else os.path.join(ROOT, "experiments", path)
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def config_trainer(path):
+    """The trainer section of an experiment YAML."""
+    return read_config(path).get("trainer") or {}
 
 
 def model_from_config(path):
     """The model an experiment YAML names (its class_path and init_args) and its batch size."""
     import importlib
 
-    import yaml
-
-    path = path if os.path.isfile(path) else os.path.join(ROOT, "experiments", path)
-    with open(path) as f:
-        config = yaml.safe_load(f)
+    config = read_config(path)
     module_name, _, class_name = config["model"]["class_path"].rpartition(".")
     cls = getattr(importlib.import_module(module_name), class_name)
     return cls(**(config["model"].get("init_args") or {})), int(config["data"]["init_args"]["batch_size"])
@@ -120,7 +130,7 @@ def profile_onednn(args):
     env = dict(child_env(), ONEDNN_VERBOSE="1")
     cmd = [sys.executable, os.path.abspath(__file__), "--child", "--steps", str(args.steps), "--warmup",
            str(args.warmup), "--model", args.model] + (["--batch", str(args.batch)] if args.batch else []) + \
-        (["--config", args.config] if args.config else [])
+        (["--config", args.config] if args.config else []) + ["--precision", args.precision]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
                             cwd=tempfile.gettempdir())
     marks, current, per_step, info = [], None, [], []
@@ -175,6 +185,8 @@ def main():
                         help="default: the default experiment's model and batch size; cpu_small (batch 8), seed (2)")
     parser.add_argument("--batch", type=int, default=None, help="batch size (default: the model's)")
     parser.add_argument("--config", default=None, help="profile this experiment YAML's model and batch size instead")
+    parser.add_argument("--precision", default=None, choices=("32", "bf16-mixed"),
+                        help="the Trainer's precision (default: the --config YAML's, else 32)")
     parser.add_argument("--steps", type=int, default=2, help="profiled steps")
     parser.add_argument("--warmup", type=int, default=2, help="steps before profiling (the first compiles)")
     parser.add_argument("--top", type=int, default=15)
@@ -184,14 +196,17 @@ def main():
     args = parser.parse_args()
     if args.config and os.path.isfile(args.config):
         args.config = os.path.abspath(args.config)  # the oneDNN child runs in another folder
+    if args.precision is None:
+        args.precision = str(config_trainer(args.config).get("precision", "32")) if args.config else "32"
     if args.child:
         onednn_child(args)
         return
     if args.config:
-        result = {"profile_config": args.config, "profile_loadavg_start": loadavg()}
+        result = {"profile_config": os.path.basename(args.config), "profile_loadavg_start": loadavg()}
     else:
         result = {"profile_model": args.model, "profile_model_kwargs": model_spec(args.model)[0],
                   "profile_batch": args.batch or model_spec(args.model)[1], "profile_loadavg_start": loadavg()}
+    result["profile_precision"] = args.precision
     lines = []
     if args.mode in ("onednn", "both"):
         r = profile_onednn(args)

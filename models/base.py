@@ -90,17 +90,21 @@ def loss_terms(loss):
 
 
 def valid_window_mean(a, win):
-    """The mean of each ``win`` x ``win`` window lying inside the (B, 1, H, W) Tensor ``a``, shape (B, 1, H - win + 1,
-    W - win + 1): a valid average pool, as a 1 x win pool followed by a win x 1 one, which is faster forward and
-    backward than the square ``ops.avg_pool2d`` on CPU (``bench/ssim_loss.py``)."""
-    return ops.avg_pool2d(ops.avg_pool2d(a, kernel_size=(1, win), stride=1), kernel_size=(win, 1), stride=1)
+    """The mean of each ``win`` x ``win`` window lying inside the (B, C, H, W) Tensor ``a``, shape (B, C, H - win + 1,
+    W - win + 1): a valid average pool, as a 1 x win pool followed by a win x 1 one (faster forward and backward than
+    the square ``ops.avg_pool2d`` on CPU). The B*C images are pooled as the channels of one image: the CPU's pooling
+    kernels vectorise over channels, so one channel of many images runs ~4x slower (``bench/ssim_loss.py``)."""
+    b, c, h, w = a.shape
+    a = a.reshape(1, b * c, h, w)
+    a = ops.avg_pool2d(ops.avg_pool2d(a, kernel_size=(1, win), stride=1), kernel_size=(win, 1), stride=1)
+    return a.reshape(b, c, h - win + 1, w - win + 1)
 
 
 def ssim_of_frames(predictions, targets, window_mean=valid_window_mean):
     """Mean SSIM of the frames of two (N, T, C, H, W) Tensors, a scalar Tensor: ``msforge.metrics.ssim``'s definition
     (a uniform 7x7 window over each channel, the window's border cropped) in MindSpore operations, so a loss can
     differentiate it. Unlike the metric it does not clip ``predictions`` to [0, 1]: clipping would stop the gradient.
-    ``window_mean(a, win)`` computes the windows' means (``bench/ssim_loss.py`` passes the average pool it replaced)."""
+    ``window_mean(a, win)`` computes the windows' means (``bench/ssim_loss.py`` passes the versions it replaced)."""
     win = metrics.SSIM_WIN_SIZE
     n, t, c, h, w = predictions.shape
     x = predictions.reshape(n * t * c, 1, h, w)

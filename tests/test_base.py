@@ -133,12 +133,13 @@ def test_ssim_loss_gradient_matches_finite_differences_of_the_metric():
     np.testing.assert_allclose(float(grads[0].asnumpy()), (loss_at[0] - loss_at[1]) / (2 * h), rtol=1e-3)
 
 
-@pytest.mark.parametrize("win", [1, 3, 7])
-def test_valid_window_mean_is_the_mean_of_each_window_inside_the_frame(win):
-    a = np.random.default_rng(win).random((2, 1, 9, 12)).astype(np.float32)  # not square: the axes cannot swap
+@pytest.mark.parametrize("win, channels", [(1, 1), (3, 1), (7, 1), (3, 3)])
+def test_valid_window_mean_is_the_mean_of_each_window_inside_the_frame(win, channels):
+    # not square: the axes cannot swap; 3 channels: each image's windows stay its own
+    a = np.random.default_rng(win).random((2, channels, 9, 12)).astype(np.float32)
     windows = np.lib.stride_tricks.sliding_window_view(a.astype(np.float64), (win, win), axis=(2, 3))
     got = valid_window_mean(Tensor(a), win).asnumpy()
-    assert got.shape == (2, 1, 10 - win, 13 - win)
+    assert got.shape == (2, channels, 10 - win, 13 - win)
     np.testing.assert_allclose(got, windows.mean(axis=(-2, -1)), atol=1e-6)
 
 
