@@ -85,8 +85,8 @@ def child(name, config_name, versions, rounds, steps, data="noise"):
 
 
 def main(script, doc, configs, versions, default_data="noise"):
-    """Command line of ``script``: ``versions`` is a function ``() -> {key: prepare or None}`` giving the baseline
-    first; ``default_data`` is ``--data``'s default; prints steps/s of both and the ratio second/first per model, then
+    """Command line of ``script``: ``versions`` is a function ``(model name) -> {key: prepare or None}`` giving the
+    baseline first; ``default_data`` is ``--data``'s default; prints steps/s of both and the ratio second/first per model, then
     the JSON line (keys named after the script)."""
     what = os.path.splitext(os.path.basename(script))[0]
     parser = argparse.ArgumentParser(description=doc.strip().splitlines()[0])
@@ -98,13 +98,13 @@ def main(script, doc, configs, versions, default_data="noise"):
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, configs[args.child], versions(), args.rounds, args.steps, args.data)
+        child(args.child, configs[args.child], versions(args.child), args.rounds, args.steps, args.data)
         return
-    base, other = versions()
     result, lines = {}, []
     for name in args.models.split(","):
         if name not in configs:
             raise SystemExit(f"{what}: --models {name!r}: expected some of {', '.join(configs)}")
+        base, other = versions(name)
         row = run_child(script, [name, "--rounds", args.rounds, "--steps", args.steps, "--data", args.data],
                         f"{what}: {name}")
         ratio = row[other] / row[base]

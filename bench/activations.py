@@ -30,4 +30,4 @@ def on_mindspore(module):
 
 
 if __name__ == "__main__":
-    _step_ab.main(__file__, __doc__, CONFIGS, lambda: {"mindspore": on_mindspore, "kernel": None})
+    _step_ab.main(__file__, __doc__, CONFIGS, lambda name: {"mindspore": on_mindspore, "kernel": None})

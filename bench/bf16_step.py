@@ -28,4 +28,4 @@ def bfloat16(module):
 
 
 if __name__ == "__main__":
-    _step_ab.main(__file__, __doc__, CONFIGS, lambda: {"fp32": None, "bf16": bfloat16})
+    _step_ab.main(__file__, __doc__, CONFIGS, lambda name: {"fp32": None, "bf16": bfloat16})

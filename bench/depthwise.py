@@ -31,4 +31,4 @@ def on_onednn(module):
 
 
 if __name__ == "__main__":
-    _step_ab.main(__file__, __doc__, CONFIGS, lambda: {"onednn": on_onednn, "direct": None})
+    _step_ab.main(__file__, __doc__, CONFIGS, lambda name: {"onednn": on_onednn, "direct": None})

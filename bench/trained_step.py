@@ -35,5 +35,5 @@ def trained(module):
 
 
 if __name__ == "__main__":
-    _step_ab.main(__file__, __doc__, CONFIGS, lambda: {"init": bfloat16_where_available, "trained": trained},
+    _step_ab.main(__file__, __doc__, CONFIGS, lambda name: {"init": bfloat16_where_available, "trained": trained},
                   default_data="videos")

@@ -19,7 +19,7 @@ Three pieces, each usable alone:
 Tensors are ``(B, T, C, H, W)`` float32 with values in [0, 1].
 """
 import msforge  # noqa: F401  (first: caps oneDNN's ISA before mindspore loads)
-from msforge.layers import Conv2d, GroupNorm, LSTMGates, tanh  # faster on CPU; Conv2d, GroupNorm: nn's parameters
+from msforge.layers import Conv2d, GroupNorm, GroupNormLSTMGates, LSTMGates, tanh  # faster on CPU; nn's parameters
 
 import mindspore as ms
 import numpy as np
@@ -98,7 +98,9 @@ class ConvLSTMCell(nn.Cell):
         self.in_channels, self.hidden = in_channels, hidden
         self.conv = conv2d(in_channels + hidden, 4 * hidden, kernel_size)
         self.norm = GroupNorm(group_count(4 * hidden), 4 * hidden) if norm else None
-        self.update = LSTMGates()  # the gate nonlinearities and c', h' in one kernel on CPU
+        # the gate nonlinearities and c', h' in one kernel on CPU, the GroupNorm in it when there is one (self.norm
+        # then only holds its Parameters, under the names checkpoints know)
+        self.update = LSTMGates() if self.norm is None else GroupNormLSTMGates(self.norm.num_groups, self.norm.eps)
 
     def zero_state(self, batch, height, width):
         zeros = ops.zeros((batch, self.hidden, height, width), ms.float32)
@@ -106,9 +108,9 @@ class ConvLSTMCell(nn.Cell):
 
     def construct(self, x, h, c):
         gates = self.conv(ops.concat((x, h), 1))
-        if self.norm is not None:
-            gates = self.norm(gates)
-        return self.update(gates, c)
+        if self.norm is None:
+            return self.update(gates, c)
+        return self.update(gates, c, self.norm.gamma, self.norm.beta)
 
 
 # -- architecture configs ------------------------------------------------------------------------------------------

@@ -30,6 +30,11 @@ Parameters. On CPU, float32, one compiled pass forward and one backward (``msfor
 of ~30 MindSpore elementwise kernels; elsewhere the same formula in MindSpore ops. tanh is ``2*sigmoid(2x) - 1`` on
 both paths (MindSpore 2.10's CPU Tanh is off by up to 1e-4).
 
+``GroupNormLSTMGates``: a GroupNorm of the gates, then LSTMGates: ``(gates, c, gamma, beta) -> (h', c')`` with the
+GroupNorm's Parameters passed in (the model keeps them in its ``GroupNorm`` layer, whose names checkpoints know). On
+CPU, float32, one compiled pass each way (``lstm_gates.cc``) where the two layers took two: the normalised gates and
+their gradient are never written out. Elsewhere ``ops.group_norm`` then ``LSTMGates``.
+
 ``GELU``, ``SiLU``, ``GLU``: drop-ins for ``mindspore.nn.GELU``, ``nn.SiLU`` and ``nn.GLU`` (same constructors, no
 Parameters). On CPU, float32, exact GELU (``approximate=False``), SiLU, and GLU over axis 1 run one compiled pass
 forward and one backward each (``msforge/kernels/activations.cc``) instead of MindSpore's several elementwise kernels
@@ -47,7 +52,7 @@ from mindspore import Tensor, nn, ops
 
 from msforge import kernels
 
-__all__ = ["Conv2d", "GroupNorm", "LSTMGates", "GELU", "SiLU", "GLU", "tanh", "conv2d_kernel", "group_norm_kernel",
+__all__ = ["Conv2d", "GroupNorm", "LSTMGates", "GroupNormLSTMGates", "GELU", "SiLU", "GLU", "tanh", "conv2d_kernel", "group_norm_kernel",
            "lstm_gates_kernel", "activations_kernel",
            "bfloat16_convolutions", "bfloat16_convolutions_missing", "kernel_convolutions",
            "use_bfloat16_convolutions"]
@@ -329,6 +334,51 @@ class LSTMGates(nn.Cell):
         i, f, g, o = self.split(gates)
         c = ops.sigmoid(f) * c + ops.sigmoid(i) * tanh(g)
         return ops.sigmoid(o) * tanh(c), c
+
+
+class GroupNormLSTMGates(nn.Cell):
+    """``LSTMGates()(GroupNorm(gates), c)`` in one kernel each way on CPU (see the module docstring):
+    ``construct(gates, c, gamma, beta) -> (h, c)``, ``gamma`` and ``beta`` the GroupNorm's (``num_groups`` groups over
+    the gates' 4H channels, ``eps``). No Parameters. ``use_kernel=False`` forces MindSpore's ops."""
+
+    def __init__(self, num_groups, eps=1e-05, use_kernel=True):
+        super().__init__()
+        self.num_groups, self.eps = int(num_groups), float(eps)
+        self.gates = LSTMGates(use_kernel=use_kernel)  # the update where the fused kernel does not run
+        path = lstm_gates_kernel() if use_kernel else None
+        self.use_kernel = path is not None
+        if not self.use_kernel:
+            return
+        groups = self.num_groups
+        backward = ops.Custom(f"{path}:GroupNormLstmGatesBackward",
+                              out_shape=lambda dh, dc, gates, c, gamma, beta, mean, rstd: (gates, gamma, gamma, c),
+                              out_dtype=lambda dh, dc, gates, c, gamma, beta, mean, rstd: (gates, gamma, gamma, c),
+                              func_type="aot")
+
+        def bprop(gates, c, gamma, beta, eps, out, dout):
+            dgates, dgamma, dbeta, dc = backward(dout[0], dout[1], gates, c, gamma, beta, out[2], out[3])
+            return dgates, dc, dgamma, dbeta, ops.zeros_like(eps)
+
+        def out_shape(gates, c, gamma, beta, eps):
+            gates, c = list(gates), list(c)
+            if len(gates) < 2 or gates[:1] + gates[2:] != c[:1] + c[2:] or gates[1] != 4 * c[1] or gates[1] % groups:
+                raise ValueError(f"GroupNormLSTMGates: gates of shape {tuple(gates)} must be (N, 4H, ...) for c of "
+                                 f"shape {tuple(c)} (N, H, ...), 4H divisible by num_groups={groups}")
+            return c, c, (gates[0], groups), (gates[0], groups)
+
+        self.forward_op = ops.Custom(f"{path}:GroupNormLstmGatesForward", out_shape=out_shape,
+                                     out_dtype=lambda gates, c, gamma, beta, eps: (c, c, c, c), func_type="aot",
+                                     bprop=bprop)
+        self.forward_op.add_prim_attr("msforge_groups", groups)  # read by out_shape: see Conv2d's msforge_geometry
+        self.backward_op = backward  # kept as an attribute so the Cell owns both primitives
+        self.eps_tensor = Tensor([self.eps], ms.float32)
+
+    def construct(self, gates, c, gamma, beta):
+        if (self.use_kernel and gates.dtype == ms.float32 and c.dtype == ms.float32 and gamma.dtype == ms.float32
+                and beta.dtype == ms.float32):  # else mixed precision
+            h, c_next, _, _ = self.forward_op(gates, c, gamma, beta, self.eps_tensor)
+            return h, c_next
+        return self.gates(ops.group_norm(gates, self.num_groups, gamma, beta, self.eps), c)
 
 
 def _activation_ops(path, name, out_shape=lambda x: x):

@@ -17,7 +17,7 @@ import pytest
 from mindspore import Tensor, nn
 
 from msforge import layers
-from msforge.layers import GELU, GLU, Conv2d, GroupNorm, LSTMGates, SiLU, conv2d_kernel
+from msforge.layers import GELU, GLU, Conv2d, GroupNorm, GroupNormLSTMGates, LSTMGates, SiLU, conv2d_kernel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 needs_compiler = pytest.mark.skipif(not (os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")),
@@ -370,6 +370,71 @@ def test_lstm_gates_with_mismatched_shapes_is_a_one_line_error_naming_them(tmp_p
     with pytest.raises(ValueError, match=r"gates of shape \(2, 12, 3, 3\) must be \(N, 4H, ...\) for c of shape "
                                          r"\(2, 4, 3, 3\)"):
         LSTMGates()(Tensor(np.ones((2, 12, 3, 3), np.float32)), Tensor(np.ones((2, 4, 3, 3), np.float32)))
+
+
+class NormGatesLoss(nn.Cell):
+    """``sum(h' * wh) + sum(c' * wc)`` of ``update(gates, c, gamma, beta)``."""
+
+    def __init__(self, update):
+        super().__init__()
+        self.update = update
+
+    def construct(self, gates, c, gamma, beta, wh, wc):
+        h, c_next = self.update(gates, c, gamma, beta)
+        return (h * wh).sum() + (c_next * wc).sum()
+
+
+class SeparateNormGates(nn.Cell):
+    """GroupNorm's kernel (its primitive, fed gamma and beta), then LSTMGates' kernel: what the fused kernel replaces."""
+
+    def __init__(self, groups):
+        super().__init__()
+        self.norm, self.gates = GroupNorm(groups, 4 * groups), LSTMGates()  # the norm's own Parameters go unused
+
+    def construct(self, gates, c, gamma, beta):
+        return self.gates(self.norm.forward_op(gates, gamma, beta, self.norm.eps_tensor)[0], c)
+
+
+def norm_gates_forward_and_grads(update, arrays):
+    """``(h', c')`` of ``update(gates, c, gamma, beta)``, then the gradients of NormGatesLoss by those four."""
+    args = [Tensor(a) for a in arrays]
+    grads = ms.grad(NormGatesLoss(update), grad_position=(0, 1, 2, 3))(*args)
+    return tuple(t.asnumpy() for t in (*update(*args[:4]), *grads))
+
+
+@needs_compiler
+@pytest.mark.parametrize("state_shape,groups", [((16, 32, 16, 16), 4), ((3, 6, 5, 7), 3), ((2, 2, 7), 1),
+                                                ((2, 4, 1, 1), 8)])
+def test_group_norm_lstm_gates_kernel_matches_the_two_kernels_and_mindspore_ops(state_shape, groups):
+    # groups of 3 and 8 do not line up with the four gate blocks: the statistics must follow the groups anyway
+    ms.set_context(mode=ms.GRAPH_MODE)
+    rng = np.random.default_rng(groups)
+    channels = 4 * state_shape[1]
+    gates = rng.normal(loc=1.0, scale=3.0, size=(state_shape[0], channels, *state_shape[2:])).astype(np.float32)
+    c, wh, wc = (rng.normal(scale=2.0, size=state_shape).astype(np.float32) for _ in range(3))
+    gamma, beta = rng.normal(size=channels).astype(np.float32), rng.normal(size=channels).astype(np.float32)
+    arrays = (gates, c, gamma, beta, wh, wc)
+    fused, fallback = GroupNormLSTMGates(groups), GroupNormLSTMGates(groups, use_kernel=False)
+    assert fused.use_kernel and not fallback.use_kernel
+    got = norm_gates_forward_and_grads(fused, arrays)
+    names = ("h", "c", "dgates", "dc", "dgamma", "dbeta")
+    assert_close(got, norm_gates_forward_and_grads(SeparateNormGates(groups), arrays), names)
+    assert_close(got, norm_gates_forward_and_grads(fallback, arrays), names)
+
+
+@needs_compiler
+def test_group_norm_lstm_gates_float16_falls_back_and_bad_shapes_are_a_one_line_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # MindSpore writes analyze_fail.ir into the working directory
+    ms.set_context(mode=ms.GRAPH_MODE)
+    rng = np.random.default_rng(1)
+    half = [Tensor(rng.normal(size=shape).astype(np.float16)) for shape in ((2, 8, 3, 3), (2, 2, 3, 3), (8,), (8,))]
+    got, want = GroupNormLSTMGates(2)(*half), GroupNormLSTMGates(2, use_kernel=False)(*half)
+    assert got[0].dtype == ms.float16 and np.array_equal(got[0].asnumpy(), want[0].asnumpy())
+    ones = [Tensor(np.ones(shape, np.float32)) for shape in ((2, 12, 3, 3), (2, 3, 3, 3), (12,), (12,))]
+    with pytest.raises(ValueError, match=r"^GroupNormLSTMGates: gates of shape \(2, 12, 3, 3\) must be \(N, 4H, ...\) "
+                                         r"for c of shape \(2, 3, 3, 3\) \(N, H, ...\), 4H divisible by "
+                                         r"num_groups=5$"):
+        GroupNormLSTMGates(5)(*ones)
 
 
 def _erf(x):
