@@ -8,11 +8,12 @@
 //
 // Signature (MindSpore's aot convention): int f(nparam, params, ndims, shapes, dtypes, stream, extra); params holds
 // the inputs then the outputs. The number of groups G is read from the shape of the `mean` tensor, (N, G).
-// Sums run in float within a channel and in double across channels.
+// Sums run in float within a channel and in double across channels (group_norm.h, shared with lstm_gates.cc).
 #include <cmath>
 #include <cstdint>
 #include <vector>
 
+#include "group_norm.h"
 #include "thread_pool.h"
 
 namespace {
@@ -42,27 +43,8 @@ extern "C" int GroupNormForward(int nparam, void** params, int* ndims, int64_t**
   msforge::ParallelRanges(msforge::Parts(n * g, n * c * hw), n * g, [&](int, int64_t begin, int64_t end) {
     for (int64_t ng = begin; ng < end; ++ng) {
       const float* xs = x + ng * m;
-      double sum = 0.0;
-      for (int64_t k = 0; k < cpg; ++k) {
-        float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-        for (int64_t i = 0; i < hw; ++i) s += xs[k * hw + i];
-        sum += s;
-      }
-      const float mu = static_cast<float>(sum / m);
-      double sq = 0.0;
-      for (int64_t k = 0; k < cpg; ++k) {
-        float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-        for (int64_t i = 0; i < hw; ++i) {
-          const float d = xs[k * hw + i] - mu;
-          s += d * d;
-        }
-        sq += s;
-      }
-      const float r = static_cast<float>(1.0 / std::sqrt(sq / m + eps));
-      mean[ng] = mu;
-      rstd[ng] = r;
+      msforge::GroupStatistics(xs, cpg, hw, eps, &mean[ng], &rstd[ng]);
+      const float mu = mean[ng], r = rstd[ng];
       const int64_t c0 = (ng % g) * cpg;
       for (int64_t k = 0; k < cpg; ++k) {
         const float a = r * gamma[c0 + k], b = beta[c0 + k] - mu * a;
@@ -118,22 +100,11 @@ extern "C" int GroupNormBackward(int nparam, void** params, int* ndims, int64_t*
       }
       const float a1 = static_cast<float>(s1 / m), a2 = static_cast<float>(s2 / m);
       for (int64_t k = 0; k < cpg; ++k) {
-        const float gk = gamma[c0 + k];
-        const float* dyk = dy + base + k * hw;
-        const float* xk = x + base + k * hw;
-        float* dxk = dx + base + k * hw;
-        for (int64_t i = 0; i < hw; ++i) dxk[i] = r * (dyk[i] * gk - a1 - (xk[i] - mu) * r * a2);
+        const int64_t at = base + k * hw;
+        msforge::ChannelInputGradient(dy + at, x + at, dx + at, hw, gamma[c0 + k], mu, r, a1, a2);
       }
     }
   });
-  for (int64_t ch = 0; ch < c; ++ch) {
-    double total_g = 0.0, total_b = 0.0;
-    for (int part = 0; part < parts; ++part) {
-      total_g += sum_g[part][ch];
-      total_b += sum_b[part][ch];
-    }
-    dgamma[ch] = static_cast<float>(total_g);
-    dbeta[ch] = static_cast<float>(total_b);
-  }
+  msforge::AddPartSums(sum_g, sum_b, c, dgamma, dbeta);
   return 0;
 }

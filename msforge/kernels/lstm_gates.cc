@@ -11,7 +11,7 @@
 // update (ConvLSTM normalises its gates): the separate GroupNorm kernel wrote the normalised gates, which this one
 // read back, and their gradient likewise; fused, each way reads the gates once and keeps a sample's data in cache.
 // The normalised gates are x * a + s per channel, a = rstd * gamma and s = beta - mean * a, as group_norm.cc; the
-// group statistics and the backward's sums follow group_norm.cc too (float within a channel, double across).
+// group statistics, the input gradient and dgamma / dbeta are group_norm.h's, shared with group_norm.cc.
 //
 // sigmoid, tanh and exp are fast_math.h's.
 //
@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "fast_math.h"
+#include "group_norm.h"
 #include "thread_pool.h"
 
 namespace {
@@ -141,27 +142,9 @@ extern "C" int GroupNormLstmGatesForward(int nparam, void** params, int* ndims, 
     std::vector<float> a(channels), s(channels);
     for (int64_t b = begin; b < end; ++b) {
       const float* x = gates + 4 * b * m;
-      for (int64_t g = 0; g < groups; ++g) {  // statistics: a group is contiguous, as in group_norm.cc
-        const float* xg = x + g * group_size;
-        double sum = 0.0, sq = 0.0;
-        for (int64_t k = 0; k < group_size; k += hw) {
-          float part = 0.0f;
-#pragma omp simd reduction(+ : part)
-          for (int64_t i = 0; i < hw; ++i) part += xg[k + i];
-          sum += part;
-        }
-        const float mu = static_cast<float>(sum / group_size);
-        for (int64_t k = 0; k < group_size; k += hw) {
-          float part = 0.0f;
-#pragma omp simd reduction(+ : part)
-          for (int64_t i = 0; i < hw; ++i) {
-            const float d = xg[k + i] - mu;
-            part += d * d;
-          }
-          sq += part;
-        }
-        mean[b * groups + g] = mu;
-        rstd[b * groups + g] = static_cast<float>(1.0 / std::sqrt(sq / group_size + eps));
+      for (int64_t g = 0; g < groups; ++g) {  // a group is contiguous, as in group_norm.cc
+        msforge::GroupStatistics(x + g * group_size, group_size / hw, hw, eps, &mean[b * groups + g],
+                                 &rstd[b * groups + g]);
       }
       GroupAffine(b, channels, groups, gamma, beta, mean, rstd, a.data(), s.data());
       for (int64_t j = 0; j < hidden; ++j) {  // the update, one state channel at a time
@@ -261,23 +244,11 @@ extern "C" int GroupNormLstmGatesBackward(int nparam, void** params, int* ndims,
         }
         const float a1 = static_cast<float>(s1 / group_size), a2 = static_cast<float>(s2 / group_size);
         for (int64_t ch = g * per_group; ch < (g + 1) * per_group; ++ch) {
-          const float gk = gamma[ch];
-          const float* xk = x + ch * hw;
-          float* dxk = dx + ch * hw;
-#pragma omp simd
-          for (int64_t k = 0; k < hw; ++k) dxk[k] = r * (dxk[k] * gk - a1 - (xk[k] - mu) * r * a2);
+          msforge::ChannelInputGradient(dx + ch * hw, x + ch * hw, dx + ch * hw, hw, gamma[ch], mu, r, a1, a2);
         }
       }
     }
   });
-  for (int64_t ch = 0; ch < channels; ++ch) {
-    double total_g = 0.0, total_b = 0.0;
-    for (int part = 0; part < parts; ++part) {
-      total_g += sum_g[part][ch];
-      total_b += sum_b[part][ch];
-    }
-    dgamma[ch] = static_cast<float>(total_g);
-    dbeta[ch] = static_cast<float>(total_b);
-  }
+  msforge::AddPartSums(sum_g, sum_b, channels, dgamma, dbeta);
   return 0;
 }
