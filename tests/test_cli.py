@@ -72,7 +72,7 @@ def test_print_config_is_every_default_and_the_overrides_and_writes_nothing(tmp_
     assert early_stopping["patience"] == 7 and early_stopping["check_finite"] is True
     scheduler = config["lr_scheduler"]  # the file's
     assert scheduler["class_path"] == "msforge.schedulers.OneCycleLR" and scheduler["interval"] == "step"
-    assert scheduler["init_args"]["total_steps"] == 1000 and scheduler["init_args"]["max_lr"] == 3e-3
+    assert scheduler["init_args"]["total_steps"] == 2000 and scheduler["init_args"]["max_lr"] == 3e-3
 
 
 def test_print_config_has_the_scheduler_section_with_its_defaults(tmp_path):
