@@ -86,8 +86,8 @@ def child(name, config_name, versions, rounds, steps, data="noise"):
 
 def main(script, doc, configs, versions, default_data="noise"):
     """Command line of ``script``: ``versions`` is a function ``(model name) -> {key: prepare or None}`` giving the
-    baseline first; ``default_data`` is ``--data``'s default; prints steps/s of both and the ratio second/first per model, then
-    the JSON line (keys named after the script)."""
+    baseline first; ``default_data`` is ``--data``'s default; prints steps/s of both and the ratio second/first per
+    model, then the JSON line (keys named after the script)."""
     what = os.path.splitext(os.path.basename(script))[0]
     parser = argparse.ArgumentParser(description=doc.strip().splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)

@@ -86,7 +86,8 @@ def main():
     if not args.json:
         print(f"Trainer {trainer_step * 1e3:.2f} ms/step, raw TrainOneStepCell loop {raw_step * 1e3:.2f} ms/step "
               f"(medians over {args.epochs - 1} alternating epochs of {args.batches} steps)")
-        print(f"ratio Trainer/raw = {trainer_step / raw_step:.3f} (target <= 1.03; paired per-epoch median {paired:.3f})")
+        print(f"ratio Trainer/raw = {trainer_step / raw_step:.3f} (target <= 1.03; paired per-epoch median "
+              f"{paired:.3f})")
     print(json.dumps(result))
 
 

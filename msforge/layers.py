@@ -52,8 +52,8 @@ from mindspore import Tensor, nn, ops
 
 from msforge import kernels
 
-__all__ = ["Conv2d", "GroupNorm", "LSTMGates", "GroupNormLSTMGates", "GELU", "SiLU", "GLU", "tanh", "conv2d_kernel", "group_norm_kernel",
-           "lstm_gates_kernel", "activations_kernel",
+__all__ = ["Conv2d", "GroupNorm", "LSTMGates", "GroupNormLSTMGates", "GELU", "SiLU", "GLU", "tanh", "conv2d_kernel",
+           "group_norm_kernel", "lstm_gates_kernel", "activations_kernel",
            "bfloat16_convolutions", "bfloat16_convolutions_missing", "kernel_convolutions",
            "use_bfloat16_convolutions"]
 

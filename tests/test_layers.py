@@ -385,7 +385,7 @@ class NormGatesLoss(nn.Cell):
 
 
 class SeparateNormGates(nn.Cell):
-    """GroupNorm's kernel (its primitive, fed gamma and beta), then LSTMGates' kernel: what the fused kernel replaces."""
+    """GroupNorm's kernel (its primitive, fed gamma and beta), then LSTMGates' kernel: what the fused one replaces."""
 
     def __init__(self, groups):
         super().__init__()
