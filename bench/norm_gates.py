@@ -15,6 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _step_ab  # noqa: E402
+from bf16_step import bfloat16  # noqa: E402  (the config's bf16-mixed convolutions)
 
 CONFIGS = {"convlstm": "convlstm_mnist.yaml", "convlstm_bf16": "convlstm_mnist.yaml"}
 
@@ -41,14 +42,6 @@ def separate(module):
                          "compiler)")
     for cell in cells:
         cell.update = Separate(cell.norm)
-
-
-def bfloat16(module):
-    from msforge import layers
-
-    if not layers.use_bfloat16_convolutions(module):
-        raise SystemExit("norm_gates: no bfloat16 convolutions here (the CPU needs AVX512_BF16, and the kernels a "
-                         "C++ compiler)")
 
 
 def versions(name):
