@@ -15,7 +15,10 @@ in bfloat16 where the CPU has bfloat16 instructions: inputs, weights and the inc
 sums, outputs, gradients and the weights themselves float32. Dilated depthwise convolutions at stride 1 (SimVP's and
 TAU's translator), which oneDNN runs on im2col + sgemm, skip oneDNN: the kernel computes them on plain NCHW with loops
 of its own, in float32, skipping the taps that read only padding (``Conv2d.set_direct_depthwise(False)`` gives them
-back to oneDNN; ``bench/depthwise.py``).
+back to oneDNN; ``bench/depthwise.py``). 3x3 convolutions at stride 1 with padding 1 and channels in multiples of 16
+(the ConvLSTM's and ConvGRU's gates) compute their output and input gradient by Winograd's F(4x4, 3x3) on AVX-512
+CPUs, in float32 (``msforge/kernels/winograd.h``: 4x fewer multiplications; ``Conv2d.set_winograd(False)`` gives
+them back to oneDNN's direct kernels; ``bench/winograd.py``).
 
 ``GroupNorm``: a drop-in for ``mindspore.nn.GroupNorm`` (same constructor, the same ``gamma`` / ``beta`` Parameters,
 so checkpoints move between the two). On CPU it runs a compiled C++ forward and backward (``msforge/kernels/
@@ -197,10 +200,11 @@ class Conv2d(nn.Conv2d):
         (ph, pw), (kh, kw), (sh, sw), (dh, dw) = pads, self.kernel_size, self.stride, self.dilation
         # the geometry, an input of both kernels (their shapes cannot tell a stride or a dilation); its last value
         # holds flags: the multiplications read bfloat16 (set_bfloat16), a depthwise convolution runs on oneDNN
-        # (set_direct_depthwise)
+        # (set_direct_depthwise), a 3x3 one runs on oneDNN rather than Winograd's algorithm (set_winograd)
         self._geometry = (sh, sw, dh, dw, ph, pw, self.group)
         self.bfloat16 = False
         self.direct_depthwise = True
+        self.winograd = True
         self.geometry = Tensor(np.array([*self._geometry, 0], np.int64))
         backward = ops.Custom(f"{path}:Conv2dBackward", out_shape=lambda dy, x, w, g: (x, w, (w[0],)),
                               out_dtype=lambda dy, x, w, g: (x, w, w), func_type="aot")
@@ -248,8 +252,25 @@ class Conv2d(nn.Conv2d):
         self.direct_depthwise = bool(enabled)
         self._set_flags()
 
+    @property
+    def winograd_shape(self):
+        """A 3x3 convolution at stride 1 with padding 1, no dilation or groups, channels multiples of 16: the kernel
+        computes its output and input gradient by Winograd's algorithm in float32 on AVX-512 CPUs."""
+        return (tuple(self.kernel_size) == (3, 3) and tuple(self.stride) == (1, 1) and tuple(self.dilation) == (1, 1)
+                and self.group == 1 and self._geometry[4:6] == (1, 1) and self.in_channels % 16 == 0
+                and self.out_channels % 16 == 0)
+
+    def set_winograd(self, enabled=True):
+        """Compute a :attr:`winograd_shape` convolution's output and input gradient by Winograd's F(4x4, 3x3) (the
+        default; float32 only, 4x fewer multiplications, results within float32 rounding of the direct kernel's) or,
+        ``enabled=False``, on oneDNN's direct kernels, in graphs compiled after the call; benches compare the two."""
+        if not self.use_kernel:
+            raise ValueError("Conv2d.set_winograd: this layer runs MindSpore's Conv2D (no msforge kernel here)")
+        self.winograd = bool(enabled)
+        self._set_flags()
+
     def _set_flags(self):
-        flags = int(self.bfloat16) + 2 * int(not self.direct_depthwise)
+        flags = int(self.bfloat16) + 2 * int(not self.direct_depthwise) + 4 * int(not self.winograd)
         self.geometry = Tensor(np.array([*self._geometry, flags], np.int64))
 
     def construct(self, x):

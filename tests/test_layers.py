@@ -163,6 +163,93 @@ def test_depthwise_convolutions_on_onednn_when_asked():
         Conv2d(4, 6, 3, stride=2, pad_mode="same").set_direct_depthwise(False)  # MindSpore's Conv2D: no kernel
 
 
+def winograd_calls():
+    calls = ctypes.CDLL(conv2d_kernel()).MsforgeWinogradCalls
+    calls.restype = ctypes.c_int64
+    return calls()
+
+
+def avx512():
+    with open("/proc/cpuinfo") as f:
+        return " avx512f " in f.read()
+
+
+# 3x3, stride 1, padding 1, channels multiples of 16: the ConvLSTM's gates convs (16x48 and 16x64 -> 128 on 16x16),
+# sizes that leave partial tiles (13x21), an image smaller than one tile (1x1), no bias, pad_mode "same", a batch of 1
+WINOGRAD_CASES = [((16, 48, 16, 16), 128, dict(pad_mode="pad", padding=1, has_bias=True)),
+                  ((16, 64, 16, 16), 128, dict(pad_mode="pad", padding=1, has_bias=True)),
+                  ((3, 32, 13, 21), 16, dict(pad_mode="pad", padding=1, has_bias=True)),
+                  ((2, 16, 1, 1), 32, dict(pad_mode="pad", padding=1, has_bias=True)),
+                  ((1, 16, 5, 7), 48, dict(pad_mode="same"))]
+
+
+@needs_compiler
+@pytest.mark.skipif(not avx512(), reason="Winograd's algorithm runs on AVX-512 CPUs only")
+@pytest.mark.parametrize("shape,out_channels,kwargs", WINOGRAD_CASES)
+def test_winograd_convolutions_match_mindspore_conv2d_forward_and_gradients(shape, out_channels, kwargs):
+    ms.set_context(mode=ms.GRAPH_MODE)
+    fast, reference = conv_pair(shape[1], out_channels, kernel_size=3, **kwargs)
+    assert fast.winograd_shape and fast.winograd
+    rng = np.random.default_rng(sum(shape) + out_channels)
+    x = rng.normal(size=shape).astype(np.float32)
+    w = rng.normal(size=(shape[0], out_channels, *shape[2:])).astype(np.float32)
+    before = winograd_calls()
+    got = forward_and_grads(fast, x, w)
+    assert winograd_calls() - before >= 3  # the forward of the gradient, its backward, the forward alone
+    want = forward_and_grads(reference, x, w)
+    # Winograd's transforms add rounding of their own: within 2e-5 of each output's scale (y, dx); the weight
+    # gradient comes from oneDNN's direct kernel as before
+    for name, a, b in zip(("y", "dx", "dweight", "dbias"), got, want):
+        tolerance = (2e-5 if name in ("y", "dx") else 2e-6 * max(1, np.sqrt(b.size / 1000))) * np.abs(b).max()
+        assert np.abs(a - b).max() <= tolerance, (name, np.abs(a - b).max() / np.abs(b).max())
+
+
+@needs_compiler
+def test_convolutions_winograd_does_not_cover_run_on_onednn():
+    ms.set_context(mode=ms.GRAPH_MODE)
+    x = np.random.default_rng(8).normal(size=(2, 16, 8, 8)).astype(np.float32)
+    # channels not multiples of 16, stride 2, 5x5, padding 0, dilation, groups; then Winograd's shape asked not to
+    for out_channels, kwargs in ((24, dict(kernel_size=3, padding=1)), (16, dict(kernel_size=3, stride=2, padding=1)),
+                                 (16, dict(kernel_size=5, padding=2)), (16, dict(kernel_size=3, padding=0)),
+                                 (16, dict(kernel_size=3, padding=2, dilation=2)),
+                                 (16, dict(kernel_size=3, padding=1, group=2)), (16, dict(kernel_size=3, padding=1))):
+        fast, reference = conv_pair(16, out_channels, pad_mode="pad", has_bias=True, **kwargs)
+        assert fast.winograd_shape == (out_channels == 16 and kwargs == dict(kernel_size=3, padding=1))
+        if fast.winograd_shape:
+            fast.set_winograd(False)
+        w = np.random.default_rng(9).normal(size=reference(Tensor(x)).shape).astype(np.float32)
+        before = winograd_calls()
+        got = forward_and_grads(fast, x, w)
+        assert winograd_calls() == before, kwargs
+        assert_close(got, forward_and_grads(reference, x, w), ("y", "dx", "dweight", "dbias"))
+    with pytest.raises(ValueError, match="set_winograd"):
+        Conv2d(16, 16, 3, stride=2, pad_mode="same").set_winograd(False)  # MindSpore's Conv2D: no kernel
+
+
+WINOGRAD_THREADS = """
+import msforge, numpy as np, mindspore as ms
+from mindspore import Tensor, nn, ops
+from msforge.layers import Conv2d
+ms.set_seed(0)  # PyNative: graph mode cannot compile source given with -c
+conv = Conv2d(32, 48, 3, pad_mode="pad", padding=1, has_bias=True)
+x = Tensor(np.random.default_rng(0).normal(size=(5, 32, 11, 13)).astype(np.float32))
+dx = ms.grad(lambda x: (conv(x) ** 2).sum())(x)
+np.save(OUT, np.concatenate([conv(x).asnumpy().ravel(), dx.asnumpy().ravel()]))
+"""
+
+
+@needs_compiler
+@pytest.mark.skipif(not avx512(), reason="Winograd's algorithm runs on AVX-512 CPUs only")
+def test_winograd_results_do_not_depend_on_the_number_of_threads(tmp_path):
+    results = []
+    for threads in ("1", "2", "3"):
+        out = str(tmp_path / f"{threads}.npy")
+        result = run_python(f"OUT = {out!r}\n" + WINOGRAD_THREADS, MSFORGE_NUM_THREADS=threads)
+        assert result.returncode == 0, result.stderr[-2000:]
+        results.append(np.load(out))
+    assert np.array_equal(results[0], results[1]) and np.array_equal(results[0], results[2])
+
+
 @needs_compiler
 def test_conv_kernel_in_pynative_mode():
     ms.set_context(mode=ms.PYNATIVE_MODE)

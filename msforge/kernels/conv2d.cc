@@ -33,6 +33,9 @@
 // is used.
 // Dilated depthwise convolutions at stride 1 run on loops of this file instead of oneDNN (see DirectDepthwise below),
 // in float32 whatever bf16 says; flags bit 1 gives them to oneDNN all the same (benches compare the two).
+// 3x3 convolutions at stride 1 with padding 1 and channels in multiples of 16 compute y and dx by Winograd's
+// algorithm (winograd.h: 4x fewer multiplications) on AVX-512 CPUs, in float32 (not when bf16 is set); flags bit 2
+// gives them to oneDNN's direct kernels. The weight gradient always runs on oneDNN.
 #include <dlfcn.h>
 
 #include <atomic>
@@ -47,6 +50,7 @@
 #include <vector>
 
 #include "thread_pool.h"
+#include "winograd.h"
 
 extern "C" {
 typedef int dnnl_status_t;  // dnnl_success = 0
@@ -251,7 +255,8 @@ struct Arg {
 // One convolution problem: input (n, c, h, w), output (n, o, oh, ow), kernel kh x kw, strides, dilations (1: none),
 // top/left padding and what the output size leaves at the bottom/right, groups, bfloat16 multiplications or not.
 struct Geometry {
-  int64_t n, c, h, w, o, oh, ow, kh, kw, sh, sw, dh, dw, ph, pw, ph_end, pw_end, groups, bf16, onednn_depthwise;
+  int64_t n, c, h, w, o, oh, ow, kh, kw, sh, sw, dh, dw, ph, pw, ph_end, pw_end, groups, bf16, onednn_depthwise,
+      onednn_winograd_shapes;
   std::vector<int64_t> Key() const { return {n, c, h, w, o, oh, ow, kh, kw, sh, sw, dh, dw, ph, pw, groups, bf16}; }
 };
 
@@ -265,13 +270,14 @@ int64_t EndPadding(int64_t in, int64_t out, int64_t kernel, int64_t stride, int6
 }
 
 // The geometry from the shapes of x (N, C, H, W), weight (O, C / groups, KH, KW), the output (N, O, OH, OW) and the
-// int64 config (stride_h, stride_w, dilation_h, dilation_w, pad_h, pad_w, groups, flags: bf16 + 2 * onednn_depthwise);
-// false when they disagree.
+// int64 config (stride_h, stride_w, dilation_h, dilation_w, pad_h, pad_w, groups, flags: bf16 + 2 * onednn_depthwise
+// + 4 * onednn_winograd_shapes); false when they disagree.
 bool ReadGeometry(const int64_t* xs, const int64_t* ws, const int64_t* ys, const int64_t* config, Geometry* g) {
   *g = Geometry{xs[0], xs[1], xs[2], xs[3], ws[0], ys[2], ys[3], ws[2], ws[3], config[0], config[1], config[2],
-                config[3], config[4], config[5], 0, 0, config[6], config[7] & 1, (config[7] >> 1) & 1};
+                config[3], config[4], config[5], 0, 0, config[6], config[7] & 1, (config[7] >> 1) & 1,
+                (config[7] >> 2) & 1};
   if (g->sh < 1 || g->sw < 1 || g->dh < 1 || g->dw < 1 || g->groups < 1) return false;
-  if (config[7] < 0 || config[7] > 3) return false;
+  if (config[7] < 0 || config[7] > 7) return false;
   if (g->c != ws[1] * g->groups || g->o % g->groups || ys[0] != g->n || ys[1] != g->o) return false;
   g->ph_end = EndPadding(g->h, g->oh, g->kh, g->sh, g->dh, g->ph);
   g->pw_end = EndPadding(g->w, g->ow, g->kw, g->sw, g->dw, g->pw);
@@ -409,6 +415,32 @@ bool DirectDepthwise(const Geometry& g) {
 
 std::atomic<int64_t> direct_depthwise_calls{0};
 
+// == 3x3 convolutions by Winograd's algorithm (winograd.h) ===========================================================
+// y and dx of a float32 3x3 convolution at stride 1 with padding 1 on every side, channels multiples of 16.
+bool Winograd(const Geometry& g) {
+#ifdef __AVX512F__
+  return !g.bf16 && !g.onednn_winograd_shapes && g.groups == 1 && g.kh == 3 && g.kw == 3 && g.sh == 1 &&
+         g.sw == 1 && g.dh == 1 && g.dw == 1 && g.ph == 1 && g.pw == 1 && g.ph_end == 1 && g.pw_end == 1 &&
+         msforge::winograd::Supported(g.c, g.o);
+#else
+  return false;
+#endif
+}
+
+std::atomic<int64_t> winograd_calls{0};
+
+// y = conv(x, weight) + bias, or (transposed) dx = the transposed convolution of dy, without bias.
+void RunWinograd(const Geometry& g, const void* in, const void* weight, bool transposed, const void* bias, void* out) {
+#ifdef __AVX512F__
+  static msforge::winograd::Conv3x3 conv;  // its buffers, kept between calls (under `mutex`)
+  const msforge::winograd::Shape shape = transposed ? msforge::winograd::Shape{g.n, g.o, g.oh, g.ow, g.c}
+                                                    : msforge::winograd::Shape{g.n, g.c, g.h, g.w, g.o};
+  conv.Run(shape, static_cast<const float*>(in), static_cast<const float*>(weight), transposed,
+           static_cast<const float*>(bias), static_cast<float*>(out));
+  ++winograd_calls;
+#endif
+}
+
 // The outputs [begin, end) along one axis that a tap reads at input index output + offset, inside the input.
 void TapRange(int64_t offset, int64_t in, int64_t out, int64_t* begin, int64_t* end) {
   *begin = offset < 0 ? -offset : 0;
@@ -533,6 +565,9 @@ extern "C" int MsforgeOneDnnVersion() {
 // know which path a layer took).
 extern "C" int64_t MsforgeDirectDepthwiseCalls() { return direct_depthwise_calls.load(); }
 
+// How many forward and backward calls ran Winograd's algorithm in this process (tests read it likewise).
+extern "C" int64_t MsforgeWinogradCalls() { return winograd_calls.load(); }
+
 // Which instance runs the convolutions and its instruction set, e.g. "private isa=0x27" (0x27: AVX-512 core,
 // 0x7: AVX2, oneDNN's dnnl_cpu_isa_t values), for tests and benches.
 extern "C" const char* MsforgeOneDnnInstance() {
@@ -576,6 +611,10 @@ extern "C" int Conv2dForward(int nparam, void** params, int* ndims, int64_t** sh
     ++direct_depthwise_calls;
     return 0;
   }
+  if (Winograd(g)) {
+    RunWinograd(g, params[0], params[1], false, params[2], params[4]);
+    return 0;
+  }
   Plan* plan = GetPlan(g);
   if (!plan) return 3;
   Runtime& rt = GetRuntime();
@@ -608,15 +647,21 @@ extern "C" int Conv2dBackward(int nparam, void** params, int* ndims, int64_t** s
   Plan* plan = GetPlan(g);
   if (!plan) return 3;
   Runtime& rt = GetRuntime();
-  bool ok = plan->dy_data.Bind(params[0]) && plan->w_data.Bind(params[2]) && plan->dx.Bind(params[4]) &&
-            plan->x_weights.Bind(params[1]) && plan->dy_weights.Bind(params[0]) && plan->dw.Bind(params[5]) &&
-            plan->db.Bind(params[6]) && plan->dy_data.In() && plan->w_data.In();
-  dnnl_exec_arg_t data_args[3] = {{kArgDiffDst, plan->dy_data.Inner()}, {kArgWeights, plan->w_data.Inner()},
-                                  {kArgDiffSrc, plan->dx.Inner()}};
-  ok = ok && onednn.primitive_execute(plan->backward_data, rt.stream, 3, data_args) == 0 && plan->dx.Out();
+  bool ok = true;
+  if (Winograd(g)) {  // dx as the layer's convolution transposed; the weight gradient on oneDNN below
+    RunWinograd(g, params[0], params[2], true, nullptr, params[4]);
+  } else {
+    ok = plan->dy_data.Bind(params[0]) && plan->w_data.Bind(params[2]) && plan->dx.Bind(params[4]) &&
+         plan->dy_data.In() && plan->w_data.In();
+    dnnl_exec_arg_t data_args[3] = {{kArgDiffDst, plan->dy_data.Inner()}, {kArgWeights, plan->w_data.Inner()},
+                                    {kArgDiffSrc, plan->dx.Inner()}};
+    ok = ok && onednn.primitive_execute(plan->backward_data, rt.stream, 3, data_args) == 0 && plan->dx.Out();
+  }
   // Backward-weights usually wants dy in the layout backward-data wanted: then that reorder's result is reused.
-  ok = ok && (plan->share_dy || plan->dy_weights.In()) && plan->x_weights.In();
-  dnnl_memory_t dy = plan->share_dy ? plan->dy_data.Inner() : plan->dy_weights.Inner();
+  const bool reuse_dy = plan->share_dy && !Winograd(g);
+  ok = ok && plan->x_weights.Bind(params[1]) && plan->dy_weights.Bind(params[0]) && plan->dw.Bind(params[5]) &&
+       plan->db.Bind(params[6]) && (reuse_dy || plan->dy_weights.In()) && plan->x_weights.In();
+  dnnl_memory_t dy = reuse_dy ? plan->dy_data.Inner() : plan->dy_weights.Inner();
   dnnl_exec_arg_t weight_args[4] = {{kArgSrc, plan->x_weights.Inner()}, {kArgDiffDst, dy},
                                     {kArgDiffWeights, plan->dw.Inner()}, {kArgDiffBias, plan->db.Inner()}};
   ok = ok && onednn.primitive_execute(plan->backward_weights, rt.stream, 4, weight_args) == 0 && plan->dw.Out() &&

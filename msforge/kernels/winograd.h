@@ -1,0 +1,306 @@
+// Winograd F(4x4, 3x3) convolutions (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", CVPR 2016)
+// for conv2d.cc: float32, 3x3, stride 1, padding 1 on every side, no dilation or groups, input and output channels
+// multiples of 16, NCHW in and out, AVX-512. Each 4x4 block of outputs (a tile) takes 36 products per channel pair
+// where the direct convolution takes 144: 4x fewer multiplications, for transforms of the tiles and kernels.
+//
+// Why: oneDNN 3.10 has no x64 Winograd kernels, and its direct kernels already run the ConvLSTMs' 3x3 convolutions
+// at about the cores' FMA peak. An earlier try that transformed whole tensors and multiplied them with sgemm moved
+// 2.25x the data through memory and was no faster (bench/README "Tried and dropped for the convolutions"). Here the
+// transforms are fused with the products over blocks of kTilesPerBlock tiles, whose transformed inputs (v) and
+// products (m) stay in L2 between the three steps; the 36 products of a block run on a 6 x 64 register block.
+//
+// Layouts: the input is first copied to 16-channel blocks (n, c / 16, h, w, 16) so that one vector holds 16 channels
+// of a pixel; the kernels are transformed to u[36][c][k]; the output transform transposes each tile's 16 x 16 block
+// (positions x channels) in registers and writes NCHW directly. The input gradient is the same convolution with the
+// kernel flipped and its channels swapped (`transposed`). Every sum runs in a fixed order (input channels, then the
+// fixed transforms), and each tile is computed by one thread: results do not depend on the number of threads.
+#ifndef MSFORGE_KERNELS_WINOGRAD_H_
+#define MSFORGE_KERNELS_WINOGRAD_H_
+#ifdef __AVX512F__
+#include <immintrin.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "thread_pool.h"
+
+namespace msforge {
+namespace {
+namespace winograd {
+
+// r[i] lane j -> r[j] lane i.
+inline void Transpose16(__m512* r) {
+  __m512 t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {
+    __m512d a = _mm512_castps_pd(t[i]), b = _mm512_castps_pd(t[i + 1]), c = _mm512_castps_pd(t[i + 2]),
+            d = _mm512_castps_pd(t[i + 3]);
+    r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+    r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+    r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+    r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+  }
+  for (int i = 0; i < 4; ++i) {
+    t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
+    t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xdd);
+    t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
+    t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xdd);
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+    r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
+    r[i + 4] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0x88);
+    r[i + 12] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0xdd);
+  }
+}
+
+// o = B^T d for one 6-vector (the input transform, one direction).
+inline void InputRow(__m512 d0, __m512 d1, __m512 d2, __m512 d3, __m512 d4, __m512 d5, __m512* o) {
+  const __m512 two = _mm512_set1_ps(2), four = _mm512_set1_ps(4), five = _mm512_set1_ps(5);
+  o[0] = _mm512_add_ps(_mm512_fnmadd_ps(five, d2, _mm512_mul_ps(four, d0)), d4);
+  o[1] = _mm512_fnmadd_ps(four, _mm512_add_ps(d1, d2), _mm512_add_ps(d3, d4));
+  o[2] = _mm512_fmadd_ps(four, _mm512_sub_ps(d1, d2), _mm512_sub_ps(d4, d3));
+  const __m512 a = _mm512_sub_ps(d4, d2), b = _mm512_mul_ps(two, _mm512_sub_ps(d3, d1));
+  o[3] = _mm512_add_ps(a, b);
+  o[4] = _mm512_sub_ps(a, b);
+  o[5] = _mm512_add_ps(_mm512_fnmadd_ps(five, d3, _mm512_mul_ps(four, d1)), d5);
+}
+
+// o = A^T m for one 6-vector (the output transform, one direction).
+inline void OutputRow(const __m512* m, __m512* o) {
+  const __m512 two = _mm512_set1_ps(2), four = _mm512_set1_ps(4), eight = _mm512_set1_ps(8);
+  const __m512 s12 = _mm512_add_ps(m[1], m[2]), d12 = _mm512_sub_ps(m[1], m[2]);
+  const __m512 s34 = _mm512_add_ps(m[3], m[4]), d34 = _mm512_sub_ps(m[3], m[4]);
+  o[0] = _mm512_add_ps(_mm512_add_ps(m[0], s12), s34);
+  o[1] = _mm512_fmadd_ps(two, d34, d12);
+  o[2] = _mm512_fmadd_ps(four, s34, s12);
+  o[3] = _mm512_add_ps(_mm512_fmadd_ps(eight, d34, d12), m[5]);
+}
+
+// Lanes 4i..4i+3 of v.
+inline __m128 Quarter(__m512 v, int64_t i) {
+  switch (i) {
+    case 0: return _mm512_extractf32x4_ps(v, 0);
+    case 1: return _mm512_extractf32x4_ps(v, 1);
+    case 2: return _mm512_extractf32x4_ps(v, 2);
+    default: return _mm512_extractf32x4_ps(v, 3);
+  }
+}
+
+// o = G g for one 3-vector (the kernel transform, one direction).
+inline void KernelRow(__m512 g0, __m512 g1, __m512 g2, __m512* o) {
+  const __m512 q = _mm512_set1_ps(0.25f), s = _mm512_set1_ps(1.f / 6), t = _mm512_set1_ps(1.f / 12),
+               u = _mm512_set1_ps(1.f / 24);
+  const __m512 sum = _mm512_add_ps(g0, g2);
+  o[0] = _mm512_mul_ps(q, g0);
+  o[1] = _mm512_mul_ps(_mm512_set1_ps(-1.f / 6), _mm512_add_ps(sum, g1));
+  o[2] = _mm512_mul_ps(s, _mm512_sub_ps(g1, sum));
+  const __m512 a = _mm512_fmadd_ps(u, g0, _mm512_mul_ps(s, g2)), b = _mm512_mul_ps(t, g1);
+  o[3] = _mm512_add_ps(a, b);
+  o[4] = _mm512_sub_ps(a, b);
+  o[5] = g2;
+}
+
+constexpr int kTilesPerBlock = 32;  // tiles whose transforms and products stay in L2 together
+constexpr int kRows = 6, kColumns = 4;  // products' register block: 6 tiles x 64 output channels
+constexpr int64_t kPlanePad = 48;        // floats between two of the 36 planes, off multiples of 4 KiB
+
+struct Shape {
+  int64_t n, c, h, w, k;  // input (n, c, h, w), output (n, k, h, w)
+};
+
+// The channels this path computes: multiples of 16 (one vector).
+inline bool Supported(int64_t in_channels, int64_t out_channels) {
+  return in_channels % 16 == 0 && out_channels % 16 == 0 && in_channels > 0 && out_channels > 0;
+}
+
+class Conv3x3 {
+ public:
+  // y = conv(x, weight) + bias with the layer's weight (k, c, 3, 3); transposed: the convolution whose weight is
+  // weight's flipped transpose, i.e. the input gradient of a convolution with weight (c, k, 3, 3) (bias may be null).
+  void Run(const Shape& s, const float* x, const float* weight, bool transposed, const float* bias, float* y) {
+    ThreadPool& pool = Pool();
+    const int threads = pool.Threads();
+    th_ = (s.h + 3) / 4, tw_ = (s.w + 3) / 4;
+    const int64_t tiles = s.n * th_ * tw_;
+    u_.resize(36 * s.c * s.k);
+    xb_.resize(s.n * s.c * s.h * s.w);
+    scratch_.resize(threads);
+    for (auto& buffer : scratch_) buffer.resize(36 * (kTilesPerBlock * (s.c + s.k) + 2 * kPlanePad));
+    const int64_t kernel_jobs = s.k / 16 * s.c, blocks = (tiles + kTilesPerBlock - 1) / kTilesPerBlock;
+    pool.ParallelFor(threads, [&](int part, int parts) {
+      for (int64_t j = kernel_jobs * part / parts; j < kernel_jobs * (part + 1) / parts; ++j)
+        TransformKernel(s, weight, transposed, j / s.c * 16, j % s.c);
+      const int64_t rows = s.n * (s.c / 16) * s.h;
+      for (int64_t r = rows * part / parts; r < rows * (part + 1) / parts; ++r) Block16(s, x, r);
+    });
+    pool.ParallelFor(threads, [&](int part, int parts) {
+      float* scratch = scratch_[part].data();
+      for (int64_t b = blocks * part / parts; b < blocks * (part + 1) / parts; ++b) {
+        const int64_t t0 = b * kTilesPerBlock, t1 = t0 + kTilesPerBlock < tiles ? t0 + kTilesPerBlock : tiles;
+        Tiles(s, bias, y, t0, t1, scratch);
+      }
+    });
+  }
+
+ private:
+  // u_[e][ci][co] for 16 output channels from co0, input channel ci.
+  void TransformKernel(const Shape& s, const float* weight, bool transposed, int64_t co0, int64_t ci) {
+    // forward: weight (k, c, 3, 3), tap t of (co, ci) at (co * c + ci) * 9 + t; transposed: weight (c, k, 3, 3)
+    // holds the forward layer's (ci as its output, co as its input), flipped: (ci * k + co) * 9 + 8 - t
+    const int64_t stride = transposed ? 9 : s.c * 9, base = transposed ? (ci * s.k + co0) * 9 : co0 * s.c * 9 + ci * 9;
+    const __m512i index = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                             _mm512_set1_epi32(static_cast<int>(stride)));
+    __m512 g[9];
+    for (int t = 0; t < 9; ++t) g[t] = _mm512_i32gather_ps(index, weight + base + (transposed ? 8 - t : t), 4);
+    __m512 rows[3][6];
+    for (int j = 0; j < 3; ++j) KernelRow(g[j], g[3 + j], g[6 + j], rows[j]);  // columns: G g
+    for (int i = 0; i < 6; ++i) {
+      __m512 o[6];
+      KernelRow(rows[0][i], rows[1][i], rows[2][i], o);  // (G g) G^T
+      for (int j = 0; j < 6; ++j) _mm512_storeu_ps(&u_[((i * 6 + j) * s.c + ci) * s.k + co0], o[j]);
+    }
+  }
+
+  // xb_ (n, c / 16, h, w, 16) from x (n, c, h, w): row r = (n, c / 16, h).
+  void Block16(const Shape& s, const float* x, int64_t r) {
+    const int64_t row = r % s.h, cb = r / s.h % (s.c / 16), n = r / s.h / (s.c / 16);
+    const float* src = x + ((n * s.c + cb * 16) * s.h + row) * s.w;
+    float* dst = &xb_[r * s.w * 16];
+    for (int64_t w0 = 0; w0 < s.w; w0 += 16) {
+      const int64_t width = s.w - w0 < 16 ? s.w - w0 : 16;
+      const __mmask16 mask = static_cast<__mmask16>((1u << width) - 1);
+      __m512 v[16];
+      for (int i = 0; i < 16; ++i) v[i] = _mm512_maskz_loadu_ps(mask, src + i * s.h * s.w + w0);
+      Transpose16(v);
+      for (int j = 0; j < width; ++j) _mm512_storeu_ps(dst + (w0 + j) * 16, v[j]);
+    }
+  }
+
+  void Tiles(const Shape& s, const float* bias, float* y, int64_t t0, int64_t t1, float* scratch) {
+    const int64_t T = t1 - t0, C = s.c, K = s.k, vs = T * C + kPlanePad, ms = T * K + kPlanePad;
+    float* v = scratch;
+    float* m = scratch + 36 * vs;
+    // input transform: v[e][t][c]
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t tile = t0 + t, n = tile / (th_ * tw_), y0 = tile / tw_ % th_ * 4 - 1, x0 = tile % tw_ * 4 - 1;
+      const bool inside = y0 >= 0 && x0 >= 0 && y0 + 6 <= s.h && x0 + 6 <= s.w;
+      for (int64_t cb = 0; cb < C / 16; ++cb) {
+        const float* plane = &xb_[(n * (C / 16) + cb) * s.h * s.w * 16];
+        __m512 rows[6][6];
+        for (int i = 0; i < 6; ++i) {
+          __m512 d[6];
+          for (int j = 0; j < 6; ++j) {
+            const int64_t yy = y0 + i, xx = x0 + j;
+            d[j] = inside || (yy >= 0 && yy < s.h && xx >= 0 && xx < s.w) ? _mm512_loadu_ps(plane + (yy * s.w + xx) * 16)
+                                                                          : _mm512_setzero_ps();
+          }
+          InputRow(d[0], d[1], d[2], d[3], d[4], d[5], rows[i]);
+        }
+        for (int j = 0; j < 6; ++j) {
+          __m512 o[6];
+          InputRow(rows[0][j], rows[1][j], rows[2][j], rows[3][j], rows[4][j], rows[5][j], o);
+          for (int i = 0; i < 6; ++i) _mm512_storeu_ps(v + (i * 6 + j) * vs + t * C + cb * 16, o[i]);
+        }
+      }
+    }
+    // products: m[e][t][k] = sum_c v[e][t][c] u[e][c][k]
+    for (int e = 0; e < 36; ++e) {
+      const float* ue = &u_[e * C * K];
+      const float* ve = v + e * vs;
+      float* me = m + e * ms;
+      for (int64_t k0 = 0; k0 < K; k0 += 16 * kColumns) {
+        const int columns = (K - k0) / 16 < kColumns ? static_cast<int>((K - k0) / 16) : kColumns;
+        for (int64_t r0 = 0; r0 < T; r0 += kRows) {
+          const int rows = T - r0 < kRows ? static_cast<int>(T - r0) : kRows;
+          Products(rows, columns)(ue + k0, ve + r0 * C, me + r0 * K + k0, C, K);
+        }
+      }
+    }
+    // output transform, plus bias, transposed to (k, 4 x 4) and written to y (n, k, h, w)
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t tile = t0 + t, n = tile / (th_ * tw_), y0 = tile / tw_ % th_ * 4, x0 = tile % tw_ * 4;
+      const int64_t rows_out = s.h - y0 < 4 ? s.h - y0 : 4, cols_out = s.w - x0 < 4 ? s.w - x0 : 4;
+      const __mmask8 mask = static_cast<__mmask8>((1u << cols_out) - 1);
+      for (int64_t kb = 0; kb < K; kb += 16) {
+        __m512 rows[6][4];
+        for (int i = 0; i < 6; ++i) {
+          __m512 mv[6];
+          for (int j = 0; j < 6; ++j) mv[j] = _mm512_loadu_ps(m + (i * 6 + j) * ms + t * K + kb);
+          OutputRow(mv, rows[i]);
+        }
+        const __m512 b = bias ? _mm512_loadu_ps(bias + kb) : _mm512_setzero_ps();
+        __m512 out[16];
+        for (int j = 0; j < 4; ++j) {
+          const __m512 column[6] = {rows[0][j], rows[1][j], rows[2][j], rows[3][j], rows[4][j], rows[5][j]};
+          __m512 o[4];
+          OutputRow(column, o);
+          for (int i = 0; i < 4; ++i) out[i * 4 + j] = _mm512_add_ps(o[i], b);
+        }
+        Transpose16(out);  // out[kk] lanes: the tile's 16 outputs of channel kb + kk
+        for (int kk = 0; kk < 16; ++kk) {
+          float* dst = y + ((n * K + kb + kk) * s.h + y0) * s.w + x0;
+          for (int i = 0; i < rows_out; ++i) {
+            const __m128 row = Quarter(out[kk], i);
+            if (cols_out == 4) {
+              _mm_storeu_ps(dst + i * s.w, row);
+            } else {
+              _mm_mask_storeu_ps(dst + i * s.w, mask, row);
+            }
+          }
+        }
+      }
+    }
+  }
+
+  template <int R, int V>
+  static void Product(const float* u, const float* v, float* m, int64_t C, int64_t K) {
+    __m512 acc[R][V];
+    for (int r = 0; r < R; ++r)
+      for (int c = 0; c < V; ++c) acc[r][c] = _mm512_setzero_ps();
+    for (int64_t c = 0; c < C; ++c) {
+      __m512 w[V];
+      for (int j = 0; j < V; ++j) w[j] = _mm512_loadu_ps(u + c * K + 16 * j);
+      for (int r = 0; r < R; ++r) {
+        const __m512 b = _mm512_set1_ps(v[r * C + c]);
+        for (int j = 0; j < V; ++j) acc[r][j] = _mm512_fmadd_ps(b, w[j], acc[r][j]);
+      }
+    }
+    for (int r = 0; r < R; ++r)
+      for (int j = 0; j < V; ++j) _mm512_storeu_ps(m + r * K + 16 * j, acc[r][j]);
+  }
+  using ProductFn = void (*)(const float*, const float*, float*, int64_t, int64_t);
+  template <int R>
+  static ProductFn ProductsOfRows(int columns) {
+    switch (columns) {
+      case 1: return Product<R, 1>;
+      case 2: return Product<R, 2>;
+      case 3: return Product<R, 3>;
+      default: return Product<R, 4>;
+    }
+  }
+  // The register block for `rows` tiles (1..kRows) and `columns` vectors of output channels (1..kColumns).
+  static ProductFn Products(int rows, int columns) {
+    switch (rows) {
+      case 1: return ProductsOfRows<1>(columns);
+      case 2: return ProductsOfRows<2>(columns);
+      case 3: return ProductsOfRows<3>(columns);
+      case 4: return ProductsOfRows<4>(columns);
+      case 5: return ProductsOfRows<5>(columns);
+      default: return ProductsOfRows<6>(columns);
+    }
+  }
+
+  int64_t th_ = 0, tw_ = 0;
+  std::vector<float> u_, xb_;
+  std::vector<std::vector<float>> scratch_;
+};
+
+}  // namespace winograd
+}  // namespace
+}  // namespace msforge
+#endif  // __AVX512F__
+#endif  // MSFORGE_KERNELS_WINOGRAD_H_
