@@ -16,9 +16,9 @@ sums, outputs, gradients and the weights themselves float32. Dilated depthwise c
 TAU's translator), which oneDNN runs on im2col + sgemm, skip oneDNN: the kernel computes them on plain NCHW with loops
 of its own, in float32, skipping the taps that read only padding (``Conv2d.set_direct_depthwise(False)`` gives them
 back to oneDNN; ``bench/depthwise.py``). 3x3 convolutions at stride 1 with padding 1 and channels in multiples of 16
-(the ConvLSTM's and ConvGRU's gates) compute their output and input gradient by Winograd's F(4x4, 3x3) on AVX-512
-CPUs, in float32 (``msforge/kernels/winograd.h``: 4x fewer multiplications; ``Conv2d.set_winograd(False)`` gives
-them back to oneDNN's direct kernels; ``bench/winograd.py``).
+(the ConvLSTM's and ConvGRU's gates) compute their output and gradients by Winograd's F(4x4, 3x3) and F(3x3, 4x4)
+on AVX-512 CPUs, in float32 (``msforge/kernels/winograd.h``: 4x fewer multiplications; ``Conv2d.set_winograd(False)``
+gives them back to oneDNN's direct kernels; ``bench/winograd.py``).
 
 ``GroupNorm``: a drop-in for ``mindspore.nn.GroupNorm`` (same constructor, the same ``gamma`` / ``beta`` Parameters,
 so checkpoints move between the two). On CPU it runs a compiled C++ forward and backward (``msforge/kernels/
@@ -255,14 +255,14 @@ class Conv2d(nn.Conv2d):
     @property
     def winograd_shape(self):
         """A 3x3 convolution at stride 1 with padding 1, no dilation or groups, channels multiples of 16: the kernel
-        computes its output and input gradient by Winograd's algorithm in float32 on AVX-512 CPUs."""
+        computes its output and gradients by Winograd's algorithm in float32 on AVX-512 CPUs."""
         return (tuple(self.kernel_size) == (3, 3) and tuple(self.stride) == (1, 1) and tuple(self.dilation) == (1, 1)
                 and self.group == 1 and self._geometry[4:6] == (1, 1) and self.in_channels % 16 == 0
                 and self.out_channels % 16 == 0)
 
     def set_winograd(self, enabled=True):
-        """Compute a :attr:`winograd_shape` convolution's output and input gradient by Winograd's F(4x4, 3x3) (the
-        default; float32 only, 4x fewer multiplications, results within float32 rounding of the direct kernel's) or,
+        """Compute a :attr:`winograd_shape` convolution's output and gradients by Winograd's algorithm (the default;
+        float32 only, 4x fewer multiplications, results within 2e-5 of their scale of the direct kernel's) or,
         ``enabled=False``, on oneDNN's direct kernels, in graphs compiled after the call; benches compare the two."""
         if not self.use_kernel:
             raise ValueError("Conv2d.set_winograd: this layer runs MindSpore's Conv2D (no msforge kernel here)")

@@ -33,9 +33,9 @@
 // is used.
 // Dilated depthwise convolutions at stride 1 run on loops of this file instead of oneDNN (see DirectDepthwise below),
 // in float32 whatever bf16 says; flags bit 1 gives them to oneDNN all the same (benches compare the two).
-// 3x3 convolutions at stride 1 with padding 1 and channels in multiples of 16 compute y and dx by Winograd's
-// algorithm (winograd.h: 4x fewer multiplications) on AVX-512 CPUs, in float32 (not when bf16 is set); flags bit 2
-// gives them to oneDNN's direct kernels. The weight gradient always runs on oneDNN.
+// 3x3 convolutions at stride 1 with padding 1 and channels in multiples of 16 compute y, dx and the weight gradient
+// by Winograd's algorithm (winograd.h: 4x fewer multiplications) on AVX-512 CPUs, in float32 (not when bf16 is set);
+// flags bit 2 gives them to oneDNN's direct kernels.
 #include <dlfcn.h>
 
 #include <atomic>
@@ -416,7 +416,7 @@ bool DirectDepthwise(const Geometry& g) {
 std::atomic<int64_t> direct_depthwise_calls{0};
 
 // == 3x3 convolutions by Winograd's algorithm (winograd.h) ===========================================================
-// y and dx of a float32 3x3 convolution at stride 1 with padding 1 on every side, channels multiples of 16.
+// A float32 3x3 convolution at stride 1 with padding 1 on every side, channels multiples of 16.
 bool Winograd(const Geometry& g) {
 #ifdef __AVX512F__
   return !g.bf16 && !g.onednn_winograd_shapes && g.groups == 1 && g.kh == 3 && g.kw == 3 && g.sh == 1 &&
@@ -429,14 +429,19 @@ bool Winograd(const Geometry& g) {
 
 std::atomic<int64_t> winograd_calls{0};
 
-// y = conv(x, weight) + bias, or (transposed) dx = the transposed convolution of dy, without bias.
-void RunWinograd(const Geometry& g, const void* in, const void* weight, bool transposed, const void* bias, void* out) {
+// y = conv(x, weight) + bias (forward), or dx from dy and dweight, dbias from x and dy (backward).
+void RunWinograd(const Geometry& g, void** params, bool forward) {
 #ifdef __AVX512F__
   static msforge::winograd::Conv3x3 conv;  // its buffers, kept between calls (under `mutex`)
-  const msforge::winograd::Shape shape = transposed ? msforge::winograd::Shape{g.n, g.o, g.oh, g.ow, g.c}
-                                                    : msforge::winograd::Shape{g.n, g.c, g.h, g.w, g.o};
-  conv.Run(shape, static_cast<const float*>(in), static_cast<const float*>(weight), transposed,
-           static_cast<const float*>(bias), static_cast<float*>(out));
+  auto in = [&](int i) { return static_cast<const float*>(params[i]); };
+  auto out = [&](int i) { return static_cast<float*>(params[i]); };
+  const msforge::winograd::Shape shape{g.n, g.c, g.h, g.w, g.o};
+  if (forward) {  // x, weight, bias, config -> y
+    conv.Run(shape, in(0), in(1), false, in(2), out(4));
+  } else {  // dy, x, weight, config -> dx, dweight, dbias; dx is the layer's convolution transposed
+    conv.Run({g.n, g.o, g.h, g.w, g.c}, in(0), in(2), true, nullptr, out(4));
+    conv.WeightGradient(shape, in(1), in(0), out(5), out(6));
+  }
   ++winograd_calls;
 #endif
 }
@@ -612,7 +617,7 @@ extern "C" int Conv2dForward(int nparam, void** params, int* ndims, int64_t** sh
     return 0;
   }
   if (Winograd(g)) {
-    RunWinograd(g, params[0], params[1], false, params[2], params[4]);
+    RunWinograd(g, params, true);
     return 0;
   }
   Plan* plan = GetPlan(g);
@@ -644,24 +649,22 @@ extern "C" int Conv2dBackward(int nparam, void** params, int* ndims, int64_t** s
     ++direct_depthwise_calls;
     return 0;
   }
+  if (Winograd(g)) {
+    RunWinograd(g, params, false);
+    return 0;
+  }
   Plan* plan = GetPlan(g);
   if (!plan) return 3;
   Runtime& rt = GetRuntime();
-  bool ok = true;
-  if (Winograd(g)) {  // dx as the layer's convolution transposed; the weight gradient on oneDNN below
-    RunWinograd(g, params[0], params[2], true, nullptr, params[4]);
-  } else {
-    ok = plan->dy_data.Bind(params[0]) && plan->w_data.Bind(params[2]) && plan->dx.Bind(params[4]) &&
-         plan->dy_data.In() && plan->w_data.In();
-    dnnl_exec_arg_t data_args[3] = {{kArgDiffDst, plan->dy_data.Inner()}, {kArgWeights, plan->w_data.Inner()},
-                                    {kArgDiffSrc, plan->dx.Inner()}};
-    ok = ok && onednn.primitive_execute(plan->backward_data, rt.stream, 3, data_args) == 0 && plan->dx.Out();
-  }
+  bool ok = plan->dy_data.Bind(params[0]) && plan->w_data.Bind(params[2]) && plan->dx.Bind(params[4]) &&
+            plan->x_weights.Bind(params[1]) && plan->dy_weights.Bind(params[0]) && plan->dw.Bind(params[5]) &&
+            plan->db.Bind(params[6]) && plan->dy_data.In() && plan->w_data.In();
+  dnnl_exec_arg_t data_args[3] = {{kArgDiffDst, plan->dy_data.Inner()}, {kArgWeights, plan->w_data.Inner()},
+                                  {kArgDiffSrc, plan->dx.Inner()}};
+  ok = ok && onednn.primitive_execute(plan->backward_data, rt.stream, 3, data_args) == 0 && plan->dx.Out();
   // Backward-weights usually wants dy in the layout backward-data wanted: then that reorder's result is reused.
-  const bool reuse_dy = plan->share_dy && !Winograd(g);
-  ok = ok && plan->x_weights.Bind(params[1]) && plan->dy_weights.Bind(params[0]) && plan->dw.Bind(params[5]) &&
-       plan->db.Bind(params[6]) && (reuse_dy || plan->dy_weights.In()) && plan->x_weights.In();
-  dnnl_memory_t dy = reuse_dy ? plan->dy_data.Inner() : plan->dy_weights.Inner();
+  ok = ok && (plan->share_dy || plan->dy_weights.In()) && plan->x_weights.In();
+  dnnl_memory_t dy = plan->share_dy ? plan->dy_data.Inner() : plan->dy_weights.Inner();
   dnnl_exec_arg_t weight_args[4] = {{kArgSrc, plan->x_weights.Inner()}, {kArgDiffDst, dy},
                                     {kArgDiffWeights, plan->dw.Inner()}, {kArgDiffBias, plan->db.Inner()}};
   ok = ok && onednn.primitive_execute(plan->backward_weights, rt.stream, 4, weight_args) == 0 && plan->dw.Out() &&

@@ -104,7 +104,87 @@ inline void KernelRow(__m512 g0, __m512 g1, __m512 g2, __m512* o) {
   o[5] = g2;
 }
 
+// o = G' g for one 4-vector: the weight gradient's transform of a 4x4 output-gradient tile, F(3x3, 4x4) on the same
+// points as F(4x4, 3x3) (G' = the points' powers 0..3, scaled as G's rows).
+inline void GradientRow(__m512 g0, __m512 g1, __m512 g2, __m512 g3, __m512* o) {
+  const __m512 sixth = _mm512_set1_ps(-1.f / 6), twentyfourth = _mm512_set1_ps(1.f / 24);
+  const __m512 two = _mm512_set1_ps(2), four = _mm512_set1_ps(4), eight = _mm512_set1_ps(8);
+  const __m512 even = _mm512_add_ps(g0, g2), odd = _mm512_add_ps(g1, g3);
+  const __m512 even2 = _mm512_fmadd_ps(four, g2, g0), odd2 = _mm512_fmadd_ps(eight, g3, _mm512_mul_ps(two, g1));
+  o[0] = _mm512_mul_ps(_mm512_set1_ps(0.25f), g0);
+  o[1] = _mm512_mul_ps(sixth, _mm512_add_ps(even, odd));
+  o[2] = _mm512_mul_ps(sixth, _mm512_sub_ps(even, odd));
+  o[3] = _mm512_mul_ps(twentyfourth, _mm512_add_ps(even2, odd2));
+  o[4] = _mm512_mul_ps(twentyfourth, _mm512_sub_ps(even2, odd2));
+  o[5] = g3;
+}
+
+// o = A'^T m for one 6-vector: the weight gradient's output transform, 3 of the 3x3 taps.
+inline void WeightRow(const __m512* m, __m512* o) {
+  const __m512 two = _mm512_set1_ps(2), four = _mm512_set1_ps(4);
+  const __m512 s12 = _mm512_add_ps(m[1], m[2]), s34 = _mm512_add_ps(m[3], m[4]);
+  o[0] = _mm512_add_ps(_mm512_add_ps(m[0], s12), s34);
+  o[1] = _mm512_fmadd_ps(two, _mm512_sub_ps(m[3], m[4]), _mm512_sub_ps(m[1], m[2]));
+  o[2] = _mm512_add_ps(_mm512_fmadd_ps(four, s34, s12), m[5]);
+}
+
+// dst (n, channels / 16, h, w, 16) from src (n, channels, h, w), one row r = (n, channels / 16, h) of it.
+inline void Block16(int64_t channels, int64_t h, int64_t w, const float* src, float* dst, int64_t r) {
+  const int64_t row = r % h, cb = r / h % (channels / 16), n = r / h / (channels / 16);
+  src += ((n * channels + cb * 16) * h + row) * w;
+  dst += r * w * 16;
+  for (int64_t w0 = 0; w0 < w; w0 += 16) {
+    const int64_t width = w - w0 < 16 ? w - w0 : 16;
+    const __mmask16 mask = static_cast<__mmask16>((1u << width) - 1);
+    __m512 v[16];
+    for (int i = 0; i < 16; ++i) v[i] = _mm512_maskz_loadu_ps(mask, src + i * h * w + w0);
+    Transpose16(v);
+    for (int j = 0; j < width; ++j) _mm512_storeu_ps(dst + (w0 + j) * 16, v[j]);
+  }
+}
+
+// store(e, B^T d B [e]) for the 36 values of the 6x6 patch d at (y0, x0) of a (h, w, 16) plane, zeros outside it.
+template <typename Store>
+inline void InputTile(const float* plane, int64_t h, int64_t w, int64_t y0, int64_t x0, Store store) {
+  const bool inside = y0 >= 0 && x0 >= 0 && y0 + 6 <= h && x0 + 6 <= w;
+  __m512 rows[6][6];
+  for (int i = 0; i < 6; ++i) {
+    __m512 d[6];
+    for (int j = 0; j < 6; ++j) {
+      const int64_t yy = y0 + i, xx = x0 + j;
+      d[j] = inside || (yy >= 0 && yy < h && xx >= 0 && xx < w) ? _mm512_loadu_ps(plane + (yy * w + xx) * 16)
+                                                                  : _mm512_setzero_ps();
+    }
+    InputRow(d[0], d[1], d[2], d[3], d[4], d[5], rows[i]);
+  }
+  for (int j = 0; j < 6; ++j) {
+    __m512 o[6];
+    InputRow(rows[0][j], rows[1][j], rows[2][j], rows[3][j], rows[4][j], rows[5][j], o);
+    for (int i = 0; i < 6; ++i) store(i * 6 + j, o[i]);
+  }
+}
+
+// store(e, G' g G'^T [e]) for the 36 values of the 4x4 patch g at (y0, x0) of a (h, w, 16) plane, zeros outside it.
+template <typename Store>
+inline void GradientTile(const float* plane, int64_t h, int64_t w, int64_t y0, int64_t x0, Store store) {
+  __m512 rows[4][6];
+  for (int i = 0; i < 4; ++i) {
+    __m512 g[4];
+    for (int j = 0; j < 4; ++j) {
+      const int64_t yy = y0 + i, xx = x0 + j;
+      g[j] = yy < h && xx < w ? _mm512_loadu_ps(plane + (yy * w + xx) * 16) : _mm512_setzero_ps();
+    }
+    GradientRow(g[0], g[1], g[2], g[3], rows[i]);
+  }
+  for (int j = 0; j < 6; ++j) {
+    __m512 o[6];
+    GradientRow(rows[0][j], rows[1][j], rows[2][j], rows[3][j], o);
+    for (int i = 0; i < 6; ++i) store(i * 6 + j, o[i]);
+  }
+}
+
 constexpr int kTilesPerBlock = 32;  // tiles whose transforms and products stay in L2 together
+constexpr int kGradientTilesPerBlock = 64;  // the same for the weight gradient (64 measured faster than 32 and 128)
 constexpr int kRows = 6, kColumns = 4;  // products' register block: 6 tiles x 64 output channels
 constexpr int64_t kPlanePad = 48;        // floats between two of the 36 planes, off multiples of 4 KiB
 
@@ -135,7 +215,8 @@ class Conv3x3 {
       for (int64_t j = kernel_jobs * part / parts; j < kernel_jobs * (part + 1) / parts; ++j)
         TransformKernel(s, weight, transposed, j / s.c * 16, j % s.c);
       const int64_t rows = s.n * (s.c / 16) * s.h;
-      for (int64_t r = rows * part / parts; r < rows * (part + 1) / parts; ++r) Block16(s, x, r);
+      for (int64_t r = rows * part / parts; r < rows * (part + 1) / parts; ++r)
+        Block16(s.c, s.h, s.w, x, xb_.data(), r);
     });
     pool.ParallelFor(threads, [&](int part, int parts) {
       float* scratch = scratch_[part].data();
@@ -146,7 +227,126 @@ class Conv3x3 {
     });
   }
 
+  // dweight (k, c, 3, 3) and dbias (k) of y = conv(x, weight) + bias from x (n, c, h, w) and dy (n, k, h, w), by
+  // F(3x3, 4x4): per tile, the 3x3 weight gradient is A'^T [(G' dy G'^T) * (B^T x B)] A', and the sum over tiles
+  // runs on the 36 products before the one output transform per (k, c). Each thread owns some of the 36 products and
+  // sums them over all tiles in tile order (transforming every tile, keeping its own values), so no sum depends on
+  // the number of threads.
+  void WeightGradient(const Shape& s, const float* x, const float* dy, float* dweight, float* dbias) {
+    ThreadPool& pool = Pool();
+    const int threads = pool.Threads();
+    th_ = (s.h + 3) / 4, tw_ = (s.w + 3) / 4;
+    const int64_t tiles = s.n * th_ * tw_, C = s.c, K = s.k, plane = s.h * s.w;
+    xb_.resize(s.n * C * plane);
+    gb_.resize(s.n * K * plane);
+    m_.assign(36 * K * C, 0.f);
+    scratch_.resize(threads);
+    for (auto& buffer : scratch_) buffer.resize(36 * (kGradientTilesPerBlock * (C + K) + 2 * kPlanePad));
+    pool.ParallelFor(threads, [&](int part, int parts) {
+      const int64_t x_rows = s.n * (C / 16) * s.h, dy_rows = s.n * (K / 16) * s.h;
+      for (int64_t r = x_rows * part / parts; r < x_rows * (part + 1) / parts; ++r)
+        Block16(C, s.h, s.w, x, xb_.data(), r);
+      for (int64_t r = dy_rows * part / parts; r < dy_rows * (part + 1) / parts; ++r)
+        Block16(K, s.h, s.w, dy, gb_.data(), r);
+      for (int64_t k = K * part / parts; k < K * (part + 1) / parts; ++k) {  // dbias: in double, in batch order
+        double sum = 0;
+        for (int64_t n = 0; n < s.n; ++n) {
+          const float* values = dy + (n * K + k) * plane;
+          float partial = 0;
+          for (int64_t i = 0; i < plane; ++i) partial += values[i];
+          sum += partial;
+        }
+        dbias[k] = static_cast<float>(sum);
+      }
+    });
+    pool.ParallelFor(threads, [&](int part, int parts) {
+      const int e0 = 36 * part / parts, e1 = 36 * (part + 1) / parts;
+      if (e0 == e1) return;
+      float* scratch = scratch_[part].data();
+      for (int64_t t0 = 0; t0 < tiles; t0 += kGradientTilesPerBlock) {
+        const int64_t t1 = t0 + kGradientTilesPerBlock < tiles ? t0 + kGradientTilesPerBlock : tiles;
+        GradientTiles(s, t0, t1, e0, e1, scratch);
+      }
+    });
+    const int64_t jobs = K * (C / 16);
+    pool.ParallelFor(threads, [&](int part, int parts) {
+      for (int64_t j = jobs * part / parts; j < jobs * (part + 1) / parts; ++j)
+        WeightOutput(s, j / (C / 16), j % (C / 16) * 16, dweight);
+    });
+  }
+
  private:
+  // m_[e][k][c] += sum over tiles [t0, t1) of d[e][t][k] v[e][t][c], for the products e0 <= e < e1.
+  void GradientTiles(const Shape& s, int64_t t0, int64_t t1, int e0, int e1, float* scratch) {
+    const int64_t T = t1 - t0, C = s.c, K = s.k, vs = T * C + kPlanePad, ds = T * K + kPlanePad;
+    float* v = scratch;
+    float* d = scratch + (e1 - e0) * vs;
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t tile = t0 + t, n = tile / (th_ * tw_), y0 = tile / tw_ % th_ * 4, x0 = tile % tw_ * 4;
+      for (int64_t cb = 0; cb < C / 16; ++cb) {
+        float* out = v + t * C + cb * 16;
+        InputTile(&xb_[(n * (C / 16) + cb) * s.h * s.w * 16], s.h, s.w, y0 - 1, x0 - 1, [&](int e, __m512 value) {
+          if (e >= e0 && e < e1) _mm512_storeu_ps(out + (e - e0) * vs, value);
+        });
+      }
+      for (int64_t kb = 0; kb < K / 16; ++kb) {
+        float* out = d + t * K + kb * 16;
+        GradientTile(&gb_[(n * (K / 16) + kb) * s.h * s.w * 16], s.h, s.w, y0, x0, [&](int e, __m512 value) {
+          if (e >= e0 && e < e1) _mm512_storeu_ps(out + (e - e0) * ds, value);
+        });
+      }
+    }
+    for (int e = e0; e < e1; ++e) {
+      const float* ve = v + (e - e0) * vs;
+      const float* de = d + (e - e0) * ds;
+      float* me = &m_[e * K * C];
+      for (int64_t c0 = 0; c0 < C; c0 += 16 * kColumns) {
+        const int columns = (C - c0) / 16 < kColumns ? static_cast<int>((C - c0) / 16) : kColumns;
+        for (int64_t k0 = 0; k0 < K; k0 += kRows) {
+          const int rows = K - k0 < kRows ? static_cast<int>(K - k0) : kRows;
+          Accumulations(rows, columns)(de + k0, ve + c0, me + k0 * C + c0, T, K, C);
+        }
+      }
+    }
+  }
+
+  // dweight[k][c..c + 16][3][3] = A'^T m_[.][k][c..c + 16] A'.
+  void WeightOutput(const Shape& s, int64_t k, int64_t c, float* dweight) {
+    const int64_t C = s.c, K = s.k;
+    __m512 rows[6][3];
+    for (int i = 0; i < 6; ++i) {
+      __m512 mv[6];
+      for (int j = 0; j < 6; ++j) mv[j] = _mm512_loadu_ps(&m_[((i * 6 + j) * K + k) * C + c]);
+      WeightRow(mv, rows[i]);
+    }
+    const __m512i nine = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                            _mm512_set1_epi32(9));
+    for (int b = 0; b < 3; ++b) {
+      const __m512 column[6] = {rows[0][b], rows[1][b], rows[2][b], rows[3][b], rows[4][b], rows[5][b]};
+      __m512 o[3];
+      WeightRow(column, o);
+      for (int a = 0; a < 3; ++a) _mm512_i32scatter_ps(dweight + (k * C + c) * 9 + a * 3 + b, nine, o[a], 4);
+    }
+  }
+
+  // m[r][16 j + lane] += sum over t < T of d[t][r] v[t][16 j + lane], r < R rows of k, j < V vectors of c.
+  template <int R, int V>
+  static void Accumulate(const float* d, const float* v, float* m, int64_t T, int64_t K, int64_t C) {
+    __m512 acc[R][V];
+    for (int r = 0; r < R; ++r)
+      for (int j = 0; j < V; ++j) acc[r][j] = _mm512_loadu_ps(m + r * C + 16 * j);
+    for (int64_t t = 0; t < T; ++t) {
+      __m512 w[V];
+      for (int j = 0; j < V; ++j) w[j] = _mm512_loadu_ps(v + t * C + 16 * j);
+      for (int r = 0; r < R; ++r) {
+        const __m512 b = _mm512_set1_ps(d[t * K + r]);
+        for (int j = 0; j < V; ++j) acc[r][j] = _mm512_fmadd_ps(b, w[j], acc[r][j]);
+      }
+    }
+    for (int r = 0; r < R; ++r)
+      for (int j = 0; j < V; ++j) _mm512_storeu_ps(m + r * C + 16 * j, acc[r][j]);
+  }
+
   // u_[e][ci][co] for 16 output channels from co0, input channel ci.
   void TransformKernel(const Shape& s, const float* weight, bool transposed, int64_t co0, int64_t ci) {
     // forward: weight (k, c, 3, 3), tap t of (co, ci) at (co * c + ci) * 9 + t; transposed: weight (c, k, 3, 3)
@@ -165,21 +365,6 @@ class Conv3x3 {
     }
   }
 
-  // xb_ (n, c / 16, h, w, 16) from x (n, c, h, w): row r = (n, c / 16, h).
-  void Block16(const Shape& s, const float* x, int64_t r) {
-    const int64_t row = r % s.h, cb = r / s.h % (s.c / 16), n = r / s.h / (s.c / 16);
-    const float* src = x + ((n * s.c + cb * 16) * s.h + row) * s.w;
-    float* dst = &xb_[r * s.w * 16];
-    for (int64_t w0 = 0; w0 < s.w; w0 += 16) {
-      const int64_t width = s.w - w0 < 16 ? s.w - w0 : 16;
-      const __mmask16 mask = static_cast<__mmask16>((1u << width) - 1);
-      __m512 v[16];
-      for (int i = 0; i < 16; ++i) v[i] = _mm512_maskz_loadu_ps(mask, src + i * s.h * s.w + w0);
-      Transpose16(v);
-      for (int j = 0; j < width; ++j) _mm512_storeu_ps(dst + (w0 + j) * 16, v[j]);
-    }
-  }
-
   void Tiles(const Shape& s, const float* bias, float* y, int64_t t0, int64_t t1, float* scratch) {
     const int64_t T = t1 - t0, C = s.c, K = s.k, vs = T * C + kPlanePad, ms = T * K + kPlanePad;
     float* v = scratch;
@@ -187,24 +372,10 @@ class Conv3x3 {
     // input transform: v[e][t][c]
     for (int64_t t = 0; t < T; ++t) {
       const int64_t tile = t0 + t, n = tile / (th_ * tw_), y0 = tile / tw_ % th_ * 4 - 1, x0 = tile % tw_ * 4 - 1;
-      const bool inside = y0 >= 0 && x0 >= 0 && y0 + 6 <= s.h && x0 + 6 <= s.w;
       for (int64_t cb = 0; cb < C / 16; ++cb) {
-        const float* plane = &xb_[(n * (C / 16) + cb) * s.h * s.w * 16];
-        __m512 rows[6][6];
-        for (int i = 0; i < 6; ++i) {
-          __m512 d[6];
-          for (int j = 0; j < 6; ++j) {
-            const int64_t yy = y0 + i, xx = x0 + j;
-            d[j] = inside || (yy >= 0 && yy < s.h && xx >= 0 && xx < s.w) ? _mm512_loadu_ps(plane + (yy * s.w + xx) * 16)
-                                                                          : _mm512_setzero_ps();
-          }
-          InputRow(d[0], d[1], d[2], d[3], d[4], d[5], rows[i]);
-        }
-        for (int j = 0; j < 6; ++j) {
-          __m512 o[6];
-          InputRow(rows[0][j], rows[1][j], rows[2][j], rows[3][j], rows[4][j], rows[5][j], o);
-          for (int i = 0; i < 6; ++i) _mm512_storeu_ps(v + (i * 6 + j) * vs + t * C + cb * 16, o[i]);
-        }
+        float* out = v + t * C + cb * 16;
+        InputTile(&xb_[(n * (C / 16) + cb) * s.h * s.w * 16], s.h, s.w, y0, x0,
+                  [&](int e, __m512 value) { _mm512_storeu_ps(out + e * vs, value); });
       }
     }
     // products: m[e][t][k] = sum_c v[e][t][c] u[e][c][k]
@@ -294,8 +465,29 @@ class Conv3x3 {
     }
   }
 
+  using AccumulateFn = void (*)(const float*, const float*, float*, int64_t, int64_t, int64_t);
+  template <int R>
+  static AccumulateFn AccumulationsOfRows(int columns) {
+    switch (columns) {
+      case 1: return Accumulate<R, 1>;
+      case 2: return Accumulate<R, 2>;
+      case 3: return Accumulate<R, 3>;
+      default: return Accumulate<R, 4>;
+    }
+  }
+  static AccumulateFn Accumulations(int rows, int columns) {
+    switch (rows) {
+      case 1: return AccumulationsOfRows<1>(columns);
+      case 2: return AccumulationsOfRows<2>(columns);
+      case 3: return AccumulationsOfRows<3>(columns);
+      case 4: return AccumulationsOfRows<4>(columns);
+      case 5: return AccumulationsOfRows<5>(columns);
+      default: return AccumulationsOfRows<6>(columns);
+    }
+  }
+
   int64_t th_ = 0, tw_ = 0;
-  std::vector<float> u_, xb_;
+  std::vector<float> u_, xb_, gb_, m_;
   std::vector<std::vector<float>> scratch_;
 };
 
