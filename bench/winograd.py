@@ -1,8 +1,8 @@
 """What Winograd's algorithm buys the ConvLSTM: a whole training step (forward, backward, Adam) with the 3x3 gate
 convolutions' output, input gradient and weight gradient by Winograd's F(4x4, 3x3) and F(3x3, 4x4)
-(msforge/kernels/winograd.h, the default) against the same step on oneDNN's direct kernels (``Conv2d.set_winograd(False)``, what msforge ran before 2026-12-08), steps/s
-and the ratio winograd/direct. Winograd runs in float32 only: the main job's model (experiments/convlstm_mnist.yaml,
-batch 16) with its loss, in float32.
+(msforge/kernels/winograd.h, the default) against the same step on oneDNN's direct kernels
+(``Conv2d.set_winograd(False)``, what msforge ran before 2026-12-08), steps/s and the ratio winograd/direct. Winograd
+runs in float32 only: the main job's model (experiments/convlstm_mnist.yaml, batch 16) with its loss, in float32.
 
 One process holds both versions (same initial weights, each its own compiled step), timed in alternating blocks; also
 each version's loss after the same 8 steps: the two compute the same function to float32 rounding
