@@ -4,7 +4,7 @@ kernel, then the LSTMGates kernel (``separate``: what ConvLSTMCell ran before 20
 fused/separate.
 
 Models: ``convlstm`` the main job's (experiments/convlstm_mnist.yaml, batch 16) in float32, ``convlstm_bf16`` the same
-with its convolutions in bfloat16 as the config's ``precision: bf16-mixed`` runs them (needs AVX512_BF16). One
+with its convolutions in bfloat16 as ``precision: bf16-mixed`` runs them (needs AVX512_BF16). One
 process per model holds both versions (same initial weights, each its own compiled step), timed in alternating
 blocks; also each version's loss after the same 8 steps: the two compute the same function (bench/_step_ab.py).
 
@@ -15,7 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _step_ab  # noqa: E402
-from bf16_step import bfloat16  # noqa: E402  (the config's bf16-mixed convolutions)
+from bf16_step import bfloat16  # noqa: E402  (bf16-mixed convolutions)
 
 CONFIGS = {"convlstm": "convlstm_mnist.yaml", "convlstm_bf16": "convlstm_mnist.yaml"}
 

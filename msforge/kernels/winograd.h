@@ -239,7 +239,7 @@ class Conv3x3 {
     const int64_t tiles = s.n * th_ * tw_, C = s.c, K = s.k, plane = s.h * s.w;
     xb_.resize(s.n * C * plane);
     gb_.resize(s.n * K * plane);
-    m_.assign(36 * K * C, 0.f);
+    m_.resize(36 * K * C);  // each product's first block of tiles writes it, the others add to it
     scratch_.resize(threads);
     for (auto& buffer : scratch_) buffer.resize(36 * (kGradientTilesPerBlock * (C + K) + 2 * kPlanePad));
     pool.ParallelFor(threads, [&](int part, int parts) {
@@ -265,7 +265,7 @@ class Conv3x3 {
       float* scratch = scratch_[part].data();
       for (int64_t t0 = 0; t0 < tiles; t0 += kGradientTilesPerBlock) {
         const int64_t t1 = t0 + kGradientTilesPerBlock < tiles ? t0 + kGradientTilesPerBlock : tiles;
-        GradientTiles(s, t0, t1, e0, e1, scratch);
+        GradientTiles(s, t0, t1, e0, e1, t0 == 0, scratch);
       }
     });
     const int64_t jobs = K * (C / 16);
@@ -276,8 +276,8 @@ class Conv3x3 {
   }
 
  private:
-  // m_[e][k][c] += sum over tiles [t0, t1) of d[e][t][k] v[e][t][c], for the products e0 <= e < e1.
-  void GradientTiles(const Shape& s, int64_t t0, int64_t t1, int e0, int e1, float* scratch) {
+  // m_[e][k][c] += sum over tiles [t0, t1) of d[e][t][k] v[e][t][c], for the products e0 <= e < e1 (= when first).
+  void GradientTiles(const Shape& s, int64_t t0, int64_t t1, int e0, int e1, bool first, float* scratch) {
     const int64_t T = t1 - t0, C = s.c, K = s.k, vs = T * C + kPlanePad, ds = T * K + kPlanePad;
     float* v = scratch;
     float* d = scratch + (e1 - e0) * vs;
@@ -304,7 +304,7 @@ class Conv3x3 {
         const int columns = (C - c0) / 16 < kColumns ? static_cast<int>((C - c0) / 16) : kColumns;
         for (int64_t k0 = 0; k0 < K; k0 += kRows) {
           const int rows = K - k0 < kRows ? static_cast<int>(K - k0) : kRows;
-          Accumulations(rows, columns)(de + k0, ve + c0, me + k0 * C + c0, T, K, C);
+          Accumulations(rows, columns)(de + k0, ve + c0, me + k0 * C + c0, T, K, C, first);
         }
       }
     }
@@ -329,12 +329,13 @@ class Conv3x3 {
     }
   }
 
-  // m[r][16 j + lane] += sum over t < T of d[t][r] v[t][16 j + lane], r < R rows of k, j < V vectors of c.
+  // m[r][16 j + lane] += (or, when first, =) the sum over t < T of d[t][r] v[t][16 j + lane], for r < R rows of k and
+  // j < V vectors of c.
   template <int R, int V>
-  static void Accumulate(const float* d, const float* v, float* m, int64_t T, int64_t K, int64_t C) {
+  static void Accumulate(const float* d, const float* v, float* m, int64_t T, int64_t K, int64_t C, bool first) {
     __m512 acc[R][V];
     for (int r = 0; r < R; ++r)
-      for (int j = 0; j < V; ++j) acc[r][j] = _mm512_loadu_ps(m + r * C + 16 * j);
+      for (int j = 0; j < V; ++j) acc[r][j] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(m + r * C + 16 * j);
     for (int64_t t = 0; t < T; ++t) {
       __m512 w[V];
       for (int j = 0; j < V; ++j) w[j] = _mm512_loadu_ps(v + t * C + 16 * j);
@@ -465,7 +466,7 @@ class Conv3x3 {
     }
   }
 
-  using AccumulateFn = void (*)(const float*, const float*, float*, int64_t, int64_t, int64_t);
+  using AccumulateFn = void (*)(const float*, const float*, float*, int64_t, int64_t, int64_t, bool);
   template <int R>
   static AccumulateFn AccumulationsOfRows(int columns) {
     switch (columns) {
