@@ -254,6 +254,35 @@ def test_training_reduces_loss(module_class, arch):
     assert min(losses[-3:]) < 0.75 * losses[0], losses  # reached 0.30 (LSTM) and 0.26 (GRU) of the first loss
 
 
+def test_convlstm_trains_alike_on_winograd_and_on_the_direct_convolutions():
+    """Channels in multiples of 16 put the gate convolutions on Winograd's algorithm (AVX-512 CPUs): 6 training steps
+    follow the same losses as on oneDNN's direct kernels, to float32 rounding."""
+    import ctypes
+
+    from msforge.layers import conv2d_kernel, kernel_convolutions
+
+    with open("/proc/cpuinfo") as f:
+        if " avx512f " not in f.read() or conv2d_kernel() is None:
+            pytest.skip("Winograd's algorithm runs in msforge's kernel on AVX-512 CPUs only")
+    calls = ctypes.CDLL(conv2d_kernel()).MsforgeWinogradCalls
+    calls.restype = ctypes.c_int64
+    inputs, targets = moving_square(frames=6)
+    runs = []
+    for winograd in (True, False):
+        ms.set_seed(0)
+        module = ConvLSTMModule(lr=1e-2, preset="cpu_small", hidden=(16, 16), kernel_sizes=(3, 3), n_target=3)
+        gates = [conv for conv in kernel_convolutions(module) if conv.winograd_shape]
+        assert len(gates) == 4  # 2 encoder + 2 forecaster cells
+        for conv in gates:
+            conv.set_winograd(winograd)
+        step = TrainStep(module, module.configure_optimizers())
+        before = calls()
+        runs.append([float(step(inputs, targets)[0].asnumpy()) for _ in range(6)])
+        assert (calls() > before) == winograd
+    assert runs[0][-1] < 0.8 * runs[0][0]
+    np.testing.assert_allclose(runs[0], runs[1], rtol=1e-4)
+
+
 # -- host-side steps ------------------------------------------------------------------------------------------------
 class FakeTrainer:
     def __init__(self):
