@@ -1,19 +1,22 @@
 // Winograd F(4x4, 3x3) convolutions (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", CVPR 2016)
 // for conv2d.cc: float32, 3x3, stride 1, padding 1 on every side, no dilation or groups, input and output channels
 // multiples of 16, NCHW in and out, AVX-512. Each 4x4 block of outputs (a tile) takes 36 products per channel pair
-// where the direct convolution takes 144: 4x fewer multiplications, for transforms of the tiles and kernels.
+// where the direct convolution takes 144: 4x fewer multiplications, for transforms of the tiles and kernels. The
+// weight gradient takes F(3x3, 4x4) on the same points (Conv3x3::WeightGradient), also 4x fewer.
 //
-// Why: oneDNN 3.10 has no x64 Winograd kernels, and its direct kernels already run the ConvLSTMs' 3x3 convolutions
-// at about the cores' FMA peak. An earlier try that transformed whole tensors and multiplied them with sgemm moved
-// 2.25x the data through memory and was no faster (bench/README "Tried and dropped for the convolutions"). Here the
-// transforms are fused with the products over blocks of kTilesPerBlock tiles, whose transformed inputs (v) and
-// products (m) stay in L2 between the three steps; the 36 products of a block run on a 6 x 64 register block.
+// Why: oneDNN 3.10 has no x64 Winograd kernels, and its direct kernels already run the ConvLSTMs' 3x3 convolutions at
+// about the cores' FMA peak. An earlier try that transformed whole tensors and multiplied them with sgemm moved 2.25x
+// the data through memory and was no faster (bench/README "Tried and dropped for the convolutions"). Here the
+// transforms are fused with the products over blocks of kTilesPerBlock tiles, whose transformed inputs (v) and products
+// (m) stay in L2 between the three steps; the 36 products of a block run on a 6 x 64 register block (RegisterBlock,
+// shared by all three passes).
 //
 // Layouts: the input is first copied to 16-channel blocks (n, c / 16, h, w, 16) so that one vector holds 16 channels
 // of a pixel; the kernels are transformed to u[36][c][k]; the output transform transposes each tile's 16 x 16 block
 // (positions x channels) in registers and writes NCHW directly. The input gradient is the same convolution with the
 // kernel flipped and its channels swapped (`transposed`). Every sum runs in a fixed order (input channels, then the
-// fixed transforms), and each tile is computed by one thread: results do not depend on the number of threads.
+// fixed transforms), and each tile is computed by one thread (each of the weight gradient's 36 sums likewise): results
+// do not depend on the number of threads.
 #ifndef MSFORGE_KERNELS_WINOGRAD_H_
 #define MSFORGE_KERNELS_WINOGRAD_H_
 #ifdef __AVX512F__
@@ -185,7 +188,7 @@ inline void GradientTile(const float* plane, int64_t h, int64_t w, int64_t y0, i
 
 constexpr int kTilesPerBlock = 32;  // tiles whose transforms and products stay in L2 together
 constexpr int kGradientTilesPerBlock = 64;  // the same for the weight gradient (64 measured faster than 32 and 128)
-constexpr int kRows = 6, kColumns = 4;  // products' register block: 6 tiles x 64 output channels
+constexpr int kRows = 6, kColumns = 4;  // the register block: 6 rows x 4 vectors (64 channels), 24 accumulators
 constexpr int64_t kPlanePad = 48;        // floats between two of the 36 planes, off multiples of 4 KiB
 
 struct Shape {
@@ -195,6 +198,51 @@ struct Shape {
 // The channels this path computes: multiples of 16 (one vector).
 inline bool Supported(int64_t in_channels, int64_t out_channels) {
   return in_channels % 16 == 0 && out_channels % 16 == 0 && in_channels > 0 && out_channels > 0;
+}
+
+// The products' register block: m[r][16 j + lane] = (or, when accumulate, +=) the sum over s < steps of
+// a[r * a_row + s * a_step] * b[s * b_step + 16 j + lane], for r < R rows and j < V vectors: R x V accumulators,
+// V vector loads and R broadcasts per step.
+template <int R, int V>
+void RegisterBlock(const float* a, int64_t a_row, int64_t a_step, const float* b, int64_t b_step, float* m,
+                   int64_t m_row, int64_t steps, bool accumulate) {
+  __m512 acc[R][V];
+  for (int r = 0; r < R; ++r)
+    for (int j = 0; j < V; ++j) acc[r][j] = accumulate ? _mm512_loadu_ps(m + r * m_row + 16 * j) : _mm512_setzero_ps();
+  for (int64_t step = 0; step < steps; ++step) {
+    __m512 w[V];
+    for (int j = 0; j < V; ++j) w[j] = _mm512_loadu_ps(b + step * b_step + 16 * j);
+    for (int r = 0; r < R; ++r) {
+      const __m512 broadcast = _mm512_set1_ps(a[r * a_row + step * a_step]);
+      for (int j = 0; j < V; ++j) acc[r][j] = _mm512_fmadd_ps(broadcast, w[j], acc[r][j]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int j = 0; j < V; ++j) _mm512_storeu_ps(m + r * m_row + 16 * j, acc[r][j]);
+}
+
+using RegisterBlockFn = void (*)(const float*, int64_t, int64_t, const float*, int64_t, float*, int64_t, int64_t, bool);
+
+template <int R>
+RegisterBlockFn RegisterBlockOfRows(int vectors) {
+  switch (vectors) {
+    case 1: return RegisterBlock<R, 1>;
+    case 2: return RegisterBlock<R, 2>;
+    case 3: return RegisterBlock<R, 3>;
+    default: return RegisterBlock<R, 4>;
+  }
+}
+
+// The register block for `rows` (1..kRows) and `vectors` (1..kColumns): full blocks and the edges.
+inline RegisterBlockFn RegisterBlockFor(int rows, int vectors) {
+  switch (rows) {
+    case 1: return RegisterBlockOfRows<1>(vectors);
+    case 2: return RegisterBlockOfRows<2>(vectors);
+    case 3: return RegisterBlockOfRows<3>(vectors);
+    case 4: return RegisterBlockOfRows<4>(vectors);
+    case 5: return RegisterBlockOfRows<5>(vectors);
+    default: return RegisterBlockOfRows<6>(vectors);
+  }
 }
 
 class Conv3x3 {
@@ -304,7 +352,8 @@ class Conv3x3 {
         const int columns = (C - c0) / 16 < kColumns ? static_cast<int>((C - c0) / 16) : kColumns;
         for (int64_t k0 = 0; k0 < K; k0 += kRows) {
           const int rows = K - k0 < kRows ? static_cast<int>(K - k0) : kRows;
-          Accumulations(rows, columns)(de + k0, ve + c0, me + k0 * C + c0, T, K, C, first);
+          // rows of k (d[t][k], one apart), vectors of c (v[t][c]), summed over the block's tiles
+          RegisterBlockFor(rows, columns)(de + k0, 1, K, ve + c0, C, me + k0 * C + c0, C, T, !first);
         }
       }
     }
@@ -327,25 +376,6 @@ class Conv3x3 {
       WeightRow(column, o);
       for (int a = 0; a < 3; ++a) _mm512_i32scatter_ps(dweight + (k * C + c) * 9 + a * 3 + b, nine, o[a], 4);
     }
-  }
-
-  // m[r][16 j + lane] += (or, when first, =) the sum over t < T of d[t][r] v[t][16 j + lane], for r < R rows of k and
-  // j < V vectors of c.
-  template <int R, int V>
-  static void Accumulate(const float* d, const float* v, float* m, int64_t T, int64_t K, int64_t C, bool first) {
-    __m512 acc[R][V];
-    for (int r = 0; r < R; ++r)
-      for (int j = 0; j < V; ++j) acc[r][j] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(m + r * C + 16 * j);
-    for (int64_t t = 0; t < T; ++t) {
-      __m512 w[V];
-      for (int j = 0; j < V; ++j) w[j] = _mm512_loadu_ps(v + t * C + 16 * j);
-      for (int r = 0; r < R; ++r) {
-        const __m512 b = _mm512_set1_ps(d[t * K + r]);
-        for (int j = 0; j < V; ++j) acc[r][j] = _mm512_fmadd_ps(b, w[j], acc[r][j]);
-      }
-    }
-    for (int r = 0; r < R; ++r)
-      for (int j = 0; j < V; ++j) _mm512_storeu_ps(m + r * C + 16 * j, acc[r][j]);
   }
 
   // u_[e][ci][co] for 16 output channels from co0, input channel ci.
@@ -388,7 +418,8 @@ class Conv3x3 {
         const int columns = (K - k0) / 16 < kColumns ? static_cast<int>((K - k0) / 16) : kColumns;
         for (int64_t r0 = 0; r0 < T; r0 += kRows) {
           const int rows = T - r0 < kRows ? static_cast<int>(T - r0) : kRows;
-          Products(rows, columns)(ue + k0, ve + r0 * C, me + r0 * K + k0, C, K);
+          // rows of tiles (v[t][c], C apart), vectors of k (u[c][k]), summed over the input channels
+          RegisterBlockFor(rows, columns)(ve + r0 * C, C, 1, ue + k0, K, me + r0 * K + k0, K, C, false);
         }
       }
     }
@@ -425,65 +456,6 @@ class Conv3x3 {
           }
         }
       }
-    }
-  }
-
-  template <int R, int V>
-  static void Product(const float* u, const float* v, float* m, int64_t C, int64_t K) {
-    __m512 acc[R][V];
-    for (int r = 0; r < R; ++r)
-      for (int c = 0; c < V; ++c) acc[r][c] = _mm512_setzero_ps();
-    for (int64_t c = 0; c < C; ++c) {
-      __m512 w[V];
-      for (int j = 0; j < V; ++j) w[j] = _mm512_loadu_ps(u + c * K + 16 * j);
-      for (int r = 0; r < R; ++r) {
-        const __m512 b = _mm512_set1_ps(v[r * C + c]);
-        for (int j = 0; j < V; ++j) acc[r][j] = _mm512_fmadd_ps(b, w[j], acc[r][j]);
-      }
-    }
-    for (int r = 0; r < R; ++r)
-      for (int j = 0; j < V; ++j) _mm512_storeu_ps(m + r * K + 16 * j, acc[r][j]);
-  }
-  using ProductFn = void (*)(const float*, const float*, float*, int64_t, int64_t);
-  template <int R>
-  static ProductFn ProductsOfRows(int columns) {
-    switch (columns) {
-      case 1: return Product<R, 1>;
-      case 2: return Product<R, 2>;
-      case 3: return Product<R, 3>;
-      default: return Product<R, 4>;
-    }
-  }
-  // The register block for `rows` tiles (1..kRows) and `columns` vectors of output channels (1..kColumns).
-  static ProductFn Products(int rows, int columns) {
-    switch (rows) {
-      case 1: return ProductsOfRows<1>(columns);
-      case 2: return ProductsOfRows<2>(columns);
-      case 3: return ProductsOfRows<3>(columns);
-      case 4: return ProductsOfRows<4>(columns);
-      case 5: return ProductsOfRows<5>(columns);
-      default: return ProductsOfRows<6>(columns);
-    }
-  }
-
-  using AccumulateFn = void (*)(const float*, const float*, float*, int64_t, int64_t, int64_t, bool);
-  template <int R>
-  static AccumulateFn AccumulationsOfRows(int columns) {
-    switch (columns) {
-      case 1: return Accumulate<R, 1>;
-      case 2: return Accumulate<R, 2>;
-      case 3: return Accumulate<R, 3>;
-      default: return Accumulate<R, 4>;
-    }
-  }
-  static AccumulateFn Accumulations(int rows, int columns) {
-    switch (rows) {
-      case 1: return AccumulationsOfRows<1>(columns);
-      case 2: return AccumulationsOfRows<2>(columns);
-      case 3: return AccumulationsOfRows<3>(columns);
-      case 4: return AccumulationsOfRows<4>(columns);
-      case 5: return AccumulationsOfRows<5>(columns);
-      default: return AccumulationsOfRows<6>(columns);
     }
   }
 
