@@ -256,7 +256,9 @@ def test_training_reduces_loss(module_class, arch):
 
 def test_convlstm_trains_alike_on_winograd_and_on_the_direct_convolutions():
     """Channels in multiples of 16 put the gate convolutions on Winograd's algorithm (AVX-512 CPUs): 6 training steps
-    follow the same losses as on oneDNN's direct kernels, to float32 rounding."""
+    follow the same losses as on oneDNN's direct kernels, to float32 rounding. Adam updates the weights in place
+    between steps, so this also checks that a kernel transform kept from an earlier call is dropped when the weight's
+    values change (a stale one fails here)."""
     import ctypes
 
     from msforge.layers import conv2d_kernel, kernel_convolutions

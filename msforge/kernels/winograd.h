@@ -23,6 +23,9 @@
 #include <immintrin.h>
 
 #include <cstdint>
+#include <cstring>
+#include <map>
+#include <utility>
 #include <vector>
 
 #include "thread_pool.h"
@@ -190,6 +193,7 @@ constexpr int kTilesPerBlock = 32;  // tiles whose transforms and products stay 
 constexpr int kGradientTilesPerBlock = 64;  // the same for the weight gradient (64 measured faster than 32 and 128)
 constexpr int kRows = 6, kColumns = 4;  // the register block: 6 rows x 4 vectors (64 channels), 24 accumulators
 constexpr int64_t kPlanePad = 48;        // floats between two of the 36 planes, off multiples of 4 KiB
+constexpr size_t kKeptKernels = 32;      // kernel transforms kept between calls (2.4 MB each at 64 -> 128 channels)
 
 struct Shape {
   int64_t n, c, h, w, k;  // input (n, c, h, w), output (n, k, h, w)
@@ -254,14 +258,16 @@ class Conv3x3 {
     const int threads = pool.Threads();
     th_ = (s.h + 3) / 4, tw_ = (s.w + 3) / 4;
     const int64_t tiles = s.n * th_ * tw_;
-    u_.resize(36 * s.c * s.k);
+    TransformedKernel& kernel = Kernel(s, weight, transposed);
+    u_ = kernel.u.data();
     xb_.resize(s.n * s.c * s.h * s.w);
     scratch_.resize(threads);
     for (auto& buffer : scratch_) buffer.resize(36 * (kTilesPerBlock * (s.c + s.k) + 2 * kPlanePad));
-    const int64_t kernel_jobs = s.k / 16 * s.c, blocks = (tiles + kTilesPerBlock - 1) / kTilesPerBlock;
+    const int64_t kernel_jobs = kernel.fresh ? s.k / 16 * s.c : 0;
+    const int64_t blocks = (tiles + kTilesPerBlock - 1) / kTilesPerBlock;
     pool.ParallelFor(threads, [&](int part, int parts) {
       for (int64_t j = kernel_jobs * part / parts; j < kernel_jobs * (part + 1) / parts; ++j)
-        TransformKernel(s, weight, transposed, j / s.c * 16, j % s.c);
+        TransformKernel(s, weight, transposed, j / s.c * 16, j % s.c, kernel.u.data());
       const int64_t rows = s.n * (s.c / 16) * s.h;
       for (int64_t r = rows * part / parts; r < rows * (part + 1) / parts; ++r)
         Block16(s.c, s.h, s.w, x, xb_.data(), r);
@@ -378,8 +384,38 @@ class Conv3x3 {
     }
   }
 
-  // u_[e][ci][co] for 16 output channels from co0, input channel ci.
-  void TransformKernel(const Shape& s, const float* weight, bool transposed, int64_t co0, int64_t ci) {
+  // A weight's transform, u[e][ci][co], and the weight it was made from.
+  struct TransformedKernel {
+    std::vector<float> weight, u;
+    uint64_t last_use = 0;
+    bool fresh = false;  // u is to be (re)made from weight in this call
+  };
+
+  // The transform of `weight` for this call: kept from an earlier call when the weight's values are the same, bit for
+  // bit (a recurrent layer convolves with the same weight at every time step: 10 calls a training step each way in
+  // the ConvLSTMs here, where the transform took ~15-20% of a forward call), else to be made (fresh). At most
+  // kKeptKernels are kept, the least recently used dropped first.
+  TransformedKernel& Kernel(const Shape& s, const float* weight, bool transposed) {
+    const size_t count = static_cast<size_t>(s.c * s.k * 9);
+    TransformedKernel& kernel = kernels_[std::make_pair(weight, transposed)];
+    kernel.last_use = ++uses_;
+    kernel.fresh = kernel.weight.size() != count || kernel.u.size() != static_cast<size_t>(36 * s.c * s.k) ||
+                   std::memcmp(kernel.weight.data(), weight, count * sizeof(float)) != 0;
+    if (kernel.fresh) {
+      kernel.weight.assign(weight, weight + count);
+      kernel.u.resize(36 * s.c * s.k);
+    }
+    while (kernels_.size() > kKeptKernels) {
+      auto oldest = kernels_.begin();
+      for (auto it = kernels_.begin(); it != kernels_.end(); ++it)
+        if (it->second.last_use < oldest->second.last_use) oldest = it;
+      kernels_.erase(oldest);  // never this call's: it was used last
+    }
+    return kernel;
+  }
+
+  // u[e][ci][co] for 16 output channels from co0, input channel ci.
+  void TransformKernel(const Shape& s, const float* weight, bool transposed, int64_t co0, int64_t ci, float* u) {
     // forward: weight (k, c, 3, 3), tap t of (co, ci) at (co * c + ci) * 9 + t; transposed: weight (c, k, 3, 3)
     // holds the forward layer's (ci as its output, co as its input), flipped: (ci * k + co) * 9 + 8 - t
     const int64_t stride = transposed ? 9 : s.c * 9, base = transposed ? (ci * s.k + co0) * 9 : co0 * s.c * 9 + ci * 9;
@@ -392,7 +428,7 @@ class Conv3x3 {
     for (int i = 0; i < 6; ++i) {
       __m512 o[6];
       KernelRow(rows[0][i], rows[1][i], rows[2][i], o);  // (G g) G^T
-      for (int j = 0; j < 6; ++j) _mm512_storeu_ps(&u_[((i * 6 + j) * s.c + ci) * s.k + co0], o[j]);
+      for (int j = 0; j < 6; ++j) _mm512_storeu_ps(u + ((i * 6 + j) * s.c + ci) * s.k + co0, o[j]);
     }
   }
 
@@ -411,7 +447,7 @@ class Conv3x3 {
     }
     // products: m[e][t][k] = sum_c v[e][t][c] u[e][c][k]
     for (int e = 0; e < 36; ++e) {
-      const float* ue = &u_[e * C * K];
+      const float* ue = u_ + e * C * K;
       const float* ve = v + e * vs;
       float* me = m + e * ms;
       for (int64_t k0 = 0; k0 < K; k0 += 16 * kColumns) {
@@ -460,7 +496,10 @@ class Conv3x3 {
   }
 
   int64_t th_ = 0, tw_ = 0;
-  std::vector<float> u_, xb_, gb_, m_;
+  const float* u_ = nullptr;  // this call's kernel transform
+  std::map<std::pair<const float*, bool>, TransformedKernel> kernels_;
+  uint64_t uses_ = 0;
+  std::vector<float> xb_, gb_, m_;
   std::vector<std::vector<float>> scratch_;
 };
 
