@@ -17,8 +17,8 @@ TAU's translator), which oneDNN runs on im2col + sgemm, skip oneDNN: the kernel 
 of its own, in float32, skipping the taps that read only padding (``Conv2d.set_direct_depthwise(False)`` gives them
 back to oneDNN; ``bench/depthwise.py``). 3x3 convolutions at stride 1 with padding 1 and channels in multiples of 16
 (the ConvLSTM's and ConvGRU's gates) compute their output and gradients by Winograd's F(4x4, 3x3) and F(3x3, 4x4)
-on AVX-512 CPUs, in float32 (``msforge/kernels/winograd.h``: 4x fewer multiplications; ``Conv2d.set_winograd(False)``
-gives them back to oneDNN's direct kernels; ``bench/winograd.py``).
+on AVX-512 CPUs, in float32, bfloat16 or not (``msforge/kernels/winograd.h``: 4x fewer multiplications;
+``Conv2d.set_winograd(False)`` gives them back to oneDNN's direct kernels; ``bench/winograd.py``).
 
 ``GroupNorm``: a drop-in for ``mindspore.nn.GroupNorm`` (same constructor, the same ``gamma`` / ``beta`` Parameters,
 so checkpoints move between the two). On CPU it runs a compiled C++ forward and backward (``msforge/kernels/
@@ -151,9 +151,10 @@ def kernel_convolutions(cell):
 
 
 def use_bfloat16_convolutions(cell):
-    """Make every :class:`Conv2d` in ``cell`` that runs msforge's kernel multiply in bfloat16; returns how many, 0
-    when :func:`bfloat16_convolutions` says no. Call it before the first call of the network: the setting is a
-    constant of each compiled graph, so graphs compiled before keep float32."""
+    """Make every :class:`Conv2d` in ``cell`` that runs msforge's kernel multiply in bfloat16 (Winograd's shapes keep
+    float32: :meth:`Conv2d.set_bfloat16`); returns how many, 0 when :func:`bfloat16_convolutions` says no. Call it
+    before the first call of the network: the setting is a constant of each compiled graph, so graphs compiled before
+    keep float32."""
     convs = kernel_convolutions(cell)
     if not convs or not bfloat16_convolutions():
         return 0
@@ -230,7 +231,10 @@ class Conv2d(nn.Conv2d):
     def set_bfloat16(self, enabled=True):
         """Multiply in bfloat16 (x, the weights and the incoming gradient rounded; sums, outputs and gradients
         float32) or in float32, in graphs compiled after the call (it is a constant of a compiled graph).
-        :func:`use_bfloat16_convolutions` also checks that the CPU has bfloat16 instructions."""
+        :func:`use_bfloat16_convolutions` also checks that the CPU has bfloat16 instructions. A :attr:`winograd_shape`
+        layer computed by Winograd's algorithm stays float32 whatever this says (on this project's AVX-512 CPU it is
+        as fast as oneDNN's bfloat16 kernel there, and exact to float32: ``bench/bf16_step.py``);
+        ``set_winograd(False)`` gives it the bfloat16 kernel."""
         if not self.use_kernel:
             raise ValueError("Conv2d.set_bfloat16: this layer runs MindSpore's Conv2D (no msforge kernel here)")
         self.bfloat16 = bool(enabled)

@@ -34,8 +34,9 @@
 // Dilated depthwise convolutions at stride 1 run on loops of this file instead of oneDNN (see DirectDepthwise below),
 // in float32 whatever bf16 says; flags bit 1 gives them to oneDNN all the same (benches compare the two).
 // 3x3 convolutions at stride 1 with padding 1 and channels in multiples of 16 compute y, dx and the weight gradient
-// by Winograd's algorithm (winograd.h: 4x fewer multiplications) on AVX-512 CPUs, in float32 (not when bf16 is set);
-// flags bit 2 gives them to oneDNN's direct kernels.
+// by Winograd's algorithm (winograd.h: 4x fewer multiplications) on AVX-512 CPUs, in float32 whatever bf16 says (as
+// fast as oneDNN's bfloat16 kernels on the ConvLSTM here, and exact to float32); flags bit 2 gives them to oneDNN's
+// direct kernels, in bfloat16 when bf16 says so.
 #include <dlfcn.h>
 
 #include <atomic>
@@ -416,10 +417,10 @@ bool DirectDepthwise(const Geometry& g) {
 std::atomic<int64_t> direct_depthwise_calls{0};
 
 // == 3x3 convolutions by Winograd's algorithm (winograd.h) ===========================================================
-// A float32 3x3 convolution at stride 1 with padding 1 on every side, channels multiples of 16.
+// A 3x3 convolution at stride 1 with padding 1 on every side, no dilation or groups, channels multiples of 16.
 bool Winograd(const Geometry& g) {
 #ifdef __AVX512F__
-  return !g.bf16 && !g.onednn_winograd_shapes && g.groups == 1 && g.kh == 3 && g.kw == 3 && g.sh == 1 &&
+  return !g.onednn_winograd_shapes && g.groups == 1 && g.kh == 3 && g.kw == 3 && g.sh == 1 &&
          g.sw == 1 && g.dh == 1 && g.dw == 1 && g.ph == 1 && g.pw == 1 && g.ph_end == 1 && g.pw_end == 1 &&
          msforge::winograd::Supported(g.c, g.o);
 #else
