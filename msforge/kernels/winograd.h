@@ -387,6 +387,7 @@ class Conv3x3 {
   // A weight's transform, u[e][ci][co], and the weight it was made from.
   struct TransformedKernel {
     std::vector<float> weight, u;
+    int64_t c = 0, k = 0;
     uint64_t last_use = 0;
     bool fresh = false;  // u is to be (re)made from weight in this call
   };
@@ -399,9 +400,10 @@ class Conv3x3 {
     const size_t count = static_cast<size_t>(s.c * s.k * 9);
     TransformedKernel& kernel = kernels_[std::make_pair(weight, transposed)];
     kernel.last_use = ++uses_;
-    kernel.fresh = kernel.weight.size() != count || kernel.u.size() != static_cast<size_t>(36 * s.c * s.k) ||
+    kernel.fresh = kernel.c != s.c || kernel.k != s.k ||
                    std::memcmp(kernel.weight.data(), weight, count * sizeof(float)) != 0;
     if (kernel.fresh) {
+      kernel.c = s.c, kernel.k = s.k;
       kernel.weight.assign(weight, weight + count);
       kernel.u.resize(36 * s.c * s.k);
     }
