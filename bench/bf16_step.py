@@ -1,6 +1,7 @@
 """What bf16-mixed buys on this CPU (issue 15, item 1): a whole training step (forward, backward, Adam) with
-msforge.layers.Conv2d multiplying in bfloat16 (``Trainer(precision="bf16-mixed")`` on a CPU with AVX512_BF16) against
-the same step in float32, steps/s and the ratio bf16/fp32.
+msforge.layers.Conv2d multiplying in bfloat16 (``Trainer(precision="bf16-mixed")`` on a CPU with AVX512_BF16; the 3x3
+shapes Winograd's algorithm computes stay on it, in float32) against the same step in float32, steps/s and the ratio
+bf16/fp32.
 
 Models, as their experiment configs build them: ``convlstm`` is the main job's (experiments/convlstm_mnist.yaml,
 batch 16), ``simvp`` the 2-hour run's SimVP-gSTA (experiments/mmnist_2h_lr3e-3.yaml, batch 16). One process per
