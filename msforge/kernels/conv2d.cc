@@ -438,10 +438,9 @@ void RunWinograd(const Geometry& g, void** params, bool forward) {
   auto out = [&](int i) { return static_cast<float*>(params[i]); };
   const msforge::winograd::Shape shape{g.n, g.c, g.h, g.w, g.o};
   if (forward) {  // x, weight, bias, config -> y
-    conv.Run(shape, in(0), in(1), false, in(2), out(4));
-  } else {  // dy, x, weight, config -> dx, dweight, dbias; dx is the layer's convolution transposed
-    conv.Run({g.n, g.o, g.h, g.w, g.c}, in(0), in(2), true, nullptr, out(4));
-    conv.WeightGradient(shape, in(1), in(0), out(5), out(6));
+    conv.Forward(shape, in(0), in(1), in(2), out(4));
+  } else {  // dy, x, weight, config -> dx, dweight, dbias
+    conv.Backward(shape, in(1), in(2), in(0), out(4), out(5), out(6));
   }
   ++winograd_calls;
 #endif

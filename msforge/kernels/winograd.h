@@ -11,12 +11,13 @@
 // (m) stay in L2 between the three steps; the 36 products of a block run on a 6 x 64 register block (RegisterBlock,
 // shared by all three passes).
 //
-// Layouts: the input is first copied to 16-channel blocks (n, c / 16, h, w, 16) so that one vector holds 16 channels
-// of a pixel; the kernels are transformed to u[36][c][k]; the output transform transposes each tile's 16 x 16 block
+// Layouts: the input is first copied to 16-channel blocks (n, c / 16, h, w, 16) so that one vector holds 16 channels of
+// a pixel; the kernels are transformed to u[36][c][k]; the output transform transposes each tile's 16 x 16 block
 // (positions x channels) in registers and writes NCHW directly. The input gradient is the same convolution with the
-// kernel flipped and its channels swapped (`transposed`). Every sum runs in a fixed order (input channels, then the
-// fixed transforms), and each tile is computed by one thread (each of the weight gradient's 36 sums likewise): results
-// do not depend on the number of threads.
+// kernel flipped and its channels swapped (`transposed`); the backward pass copies dy to blocks once for it and the
+// weight gradient. Every sum runs in a fixed order (input channels, then the fixed transforms), and each tile is
+// computed by one thread (each of the weight gradient's 36 sums likewise): results do not depend on the number of
+// threads.
 #ifndef MSFORGE_KERNELS_WINOGRAD_H_
 #define MSFORGE_KERNELS_WINOGRAD_H_
 #ifdef __AVX512F__
@@ -197,7 +198,22 @@ constexpr size_t kKeptKernels = 32;      // kernel transforms kept between calls
 
 struct Shape {
   int64_t n, c, h, w, k;  // input (n, c, h, w), output (n, k, h, w)
+  int64_t tile_rows() const { return (h + 3) / 4; }
+  int64_t tile_columns() const { return (w + 3) / 4; }
+  int64_t tiles() const { return n * tile_rows() * tile_columns(); }
+  // Tile t's image and the top-left output of its 4x4 block.
+  void TileOrigin(int64_t t, int64_t* image, int64_t* y0, int64_t* x0) const {
+    *image = t / (tile_rows() * tile_columns());
+    *y0 = t / tile_columns() % tile_rows() * 4;
+    *x0 = t % tile_columns() * 4;
+  }
 };
+
+// Lane i holds i * stride: gather and scatter offsets of 16 channels `stride` floats apart.
+inline __m512i LaneOffsets(int64_t stride) {
+  return _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                            _mm512_set1_epi32(static_cast<int>(stride)));
+}
 
 // The channels this path computes: multiples of 16 (one vector).
 inline bool Supported(int64_t in_channels, int64_t out_channels) {
@@ -251,37 +267,50 @@ inline RegisterBlockFn RegisterBlockFor(int rows, int vectors) {
 
 class Conv3x3 {
  public:
-  // y = conv(x, weight) + bias with the layer's weight (k, c, 3, 3); transposed: the convolution whose weight is
-  // weight's flipped transpose, i.e. the input gradient of a convolution with weight (c, k, 3, 3) (bias may be null).
-  void Run(const Shape& s, const float* x, const float* weight, bool transposed, const float* bias, float* y) {
+  // y = conv(x, weight) + bias with the layer's weight (k, c, 3, 3).
+  void Forward(const Shape& s, const float* x, const float* weight, const float* bias, float* y) {
+    Convolve(s, x, weight, false, bias, y, &xb_);
+  }
+
+  // The gradients of y = conv(x, weight) + bias from dy: dx (the convolution transposed: with the weight flipped and
+  // its channels swapped), dweight and dbias. dy is copied to 16-channel blocks once, for both.
+  void Backward(const Shape& s, const float* x, const float* weight, const float* dy, float* dx, float* dweight,
+                float* dbias) {
+    Convolve({s.n, s.k, s.h, s.w, s.c}, dy, weight, true, nullptr, dx, &gb_);
+    WeightGradient(s, x, dy, dweight, dbias);
+  }
+
+ private:
+  // out = conv(in, weight) + bias, or with `transposed` the convolution whose weight is weight's flipped transpose
+  // (weight (c, k, 3, 3), no bias); `in` is copied to 16-channel blocks in *blocked.
+  void Convolve(const Shape& s, const float* in, const float* weight, bool transposed, const float* bias, float* out,
+                std::vector<float>* blocked) {
     ThreadPool& pool = Pool();
     const int threads = pool.Threads();
-    th_ = (s.h + 3) / 4, tw_ = (s.w + 3) / 4;
-    const int64_t tiles = s.n * th_ * tw_;
     TransformedKernel& kernel = Kernel(s, weight, transposed);
-    u_ = kernel.u.data();
-    xb_.resize(s.n * s.c * s.h * s.w);
+    blocked->resize(s.n * s.c * s.h * s.w);
     scratch_.resize(threads);
     for (auto& buffer : scratch_) buffer.resize(36 * (kTilesPerBlock * (s.c + s.k) + 2 * kPlanePad));
     const int64_t kernel_jobs = kernel.fresh ? s.k / 16 * s.c : 0;
-    const int64_t blocks = (tiles + kTilesPerBlock - 1) / kTilesPerBlock;
+    const int64_t tiles = s.tiles(), blocks = (tiles + kTilesPerBlock - 1) / kTilesPerBlock;
     pool.ParallelFor(threads, [&](int part, int parts) {
       for (int64_t j = kernel_jobs * part / parts; j < kernel_jobs * (part + 1) / parts; ++j)
         TransformKernel(s, weight, transposed, j / s.c * 16, j % s.c, kernel.u.data());
       const int64_t rows = s.n * (s.c / 16) * s.h;
       for (int64_t r = rows * part / parts; r < rows * (part + 1) / parts; ++r)
-        Block16(s.c, s.h, s.w, x, xb_.data(), r);
+        Block16(s.c, s.h, s.w, in, blocked->data(), r);
     });
     pool.ParallelFor(threads, [&](int part, int parts) {
       float* scratch = scratch_[part].data();
       for (int64_t b = blocks * part / parts; b < blocks * (part + 1) / parts; ++b) {
         const int64_t t0 = b * kTilesPerBlock, t1 = t0 + kTilesPerBlock < tiles ? t0 + kTilesPerBlock : tiles;
-        Tiles(s, bias, y, t0, t1, scratch);
+        Tiles(s, blocked->data(), kernel.u.data(), bias, out, t0, t1, scratch);
       }
     });
   }
 
-  // dweight (k, c, 3, 3) and dbias (k) of y = conv(x, weight) + bias from x (n, c, h, w) and dy (n, k, h, w), by
+  // dweight (k, c, 3, 3) and dbias (k) of y = conv(x, weight) + bias from x (n, c, h, w) and dy (n, k, h, w), dy
+  // already in 16-channel blocks in gb_ (Backward), by
   // F(3x3, 4x4): per tile, the 3x3 weight gradient is A'^T [(G' dy G'^T) * (B^T x B)] A', and the sum over tiles
   // runs on the 36 products before the one output transform per (k, c). Each thread owns some of the 36 products and
   // sums them over all tiles in tile order (transforming every tile, keeping its own values), so no sum depends on
@@ -289,19 +318,15 @@ class Conv3x3 {
   void WeightGradient(const Shape& s, const float* x, const float* dy, float* dweight, float* dbias) {
     ThreadPool& pool = Pool();
     const int threads = pool.Threads();
-    th_ = (s.h + 3) / 4, tw_ = (s.w + 3) / 4;
-    const int64_t tiles = s.n * th_ * tw_, C = s.c, K = s.k, plane = s.h * s.w;
+    const int64_t tiles = s.tiles(), C = s.c, K = s.k, plane = s.h * s.w;
     xb_.resize(s.n * C * plane);
-    gb_.resize(s.n * K * plane);
     m_.resize(36 * K * C);  // each product's first block of tiles writes it, the others add to it
     scratch_.resize(threads);
     for (auto& buffer : scratch_) buffer.resize(36 * (kGradientTilesPerBlock * (C + K) + 2 * kPlanePad));
     pool.ParallelFor(threads, [&](int part, int parts) {
-      const int64_t x_rows = s.n * (C / 16) * s.h, dy_rows = s.n * (K / 16) * s.h;
+      const int64_t x_rows = s.n * (C / 16) * s.h;
       for (int64_t r = x_rows * part / parts; r < x_rows * (part + 1) / parts; ++r)
         Block16(C, s.h, s.w, x, xb_.data(), r);
-      for (int64_t r = dy_rows * part / parts; r < dy_rows * (part + 1) / parts; ++r)
-        Block16(K, s.h, s.w, dy, gb_.data(), r);
       for (int64_t k = K * part / parts; k < K * (part + 1) / parts; ++k) {  // dbias: in double, in batch order
         double sum = 0;
         for (int64_t n = 0; n < s.n; ++n) {
@@ -329,14 +354,14 @@ class Conv3x3 {
     });
   }
 
- private:
   // m_[e][k][c] += sum over tiles [t0, t1) of d[e][t][k] v[e][t][c], for the products e0 <= e < e1 (= when first).
   void GradientTiles(const Shape& s, int64_t t0, int64_t t1, int e0, int e1, bool first, float* scratch) {
     const int64_t T = t1 - t0, C = s.c, K = s.k, vs = T * C + kPlanePad, ds = T * K + kPlanePad;
     float* v = scratch;
     float* d = scratch + (e1 - e0) * vs;
     for (int64_t t = 0; t < T; ++t) {
-      const int64_t tile = t0 + t, n = tile / (th_ * tw_), y0 = tile / tw_ % th_ * 4, x0 = tile % tw_ * 4;
+      int64_t n, y0, x0;
+      s.TileOrigin(t0 + t, &n, &y0, &x0);
       for (int64_t cb = 0; cb < C / 16; ++cb) {
         float* out = v + t * C + cb * 16;
         InputTile(&xb_[(n * (C / 16) + cb) * s.h * s.w * 16], s.h, s.w, y0 - 1, x0 - 1, [&](int e, __m512 value) {
@@ -374,8 +399,7 @@ class Conv3x3 {
       for (int j = 0; j < 6; ++j) mv[j] = _mm512_loadu_ps(&m_[((i * 6 + j) * K + k) * C + c]);
       WeightRow(mv, rows[i]);
     }
-    const __m512i nine = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                                            _mm512_set1_epi32(9));
+    const __m512i nine = LaneOffsets(9);
     for (int b = 0; b < 3; ++b) {
       const __m512 column[6] = {rows[0][b], rows[1][b], rows[2][b], rows[3][b], rows[4][b], rows[5][b]};
       __m512 o[3];
@@ -421,8 +445,7 @@ class Conv3x3 {
     // forward: weight (k, c, 3, 3), tap t of (co, ci) at (co * c + ci) * 9 + t; transposed: weight (c, k, 3, 3)
     // holds the forward layer's (ci as its output, co as its input), flipped: (ci * k + co) * 9 + 8 - t
     const int64_t stride = transposed ? 9 : s.c * 9, base = transposed ? (ci * s.k + co0) * 9 : co0 * s.c * 9 + ci * 9;
-    const __m512i index = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                                             _mm512_set1_epi32(static_cast<int>(stride)));
+    const __m512i index = LaneOffsets(stride);
     __m512 g[9];
     for (int t = 0; t < 9; ++t) g[t] = _mm512_i32gather_ps(index, weight + base + (transposed ? 8 - t : t), 4);
     __m512 rows[3][6];
@@ -434,22 +457,26 @@ class Conv3x3 {
     }
   }
 
-  void Tiles(const Shape& s, const float* bias, float* y, int64_t t0, int64_t t1, float* scratch) {
+  // The tiles [t0, t1) of y: input transform of the blocked input, products with the kernel transform u, output
+  // transform.
+  void Tiles(const Shape& s, const float* blocked, const float* u, const float* bias, float* y, int64_t t0, int64_t t1,
+             float* scratch) {
     const int64_t T = t1 - t0, C = s.c, K = s.k, vs = T * C + kPlanePad, ms = T * K + kPlanePad;
     float* v = scratch;
     float* m = scratch + 36 * vs;
     // input transform: v[e][t][c]
     for (int64_t t = 0; t < T; ++t) {
-      const int64_t tile = t0 + t, n = tile / (th_ * tw_), y0 = tile / tw_ % th_ * 4 - 1, x0 = tile % tw_ * 4 - 1;
+      int64_t n, y0, x0;
+      s.TileOrigin(t0 + t, &n, &y0, &x0);
       for (int64_t cb = 0; cb < C / 16; ++cb) {
         float* out = v + t * C + cb * 16;
-        InputTile(&xb_[(n * (C / 16) + cb) * s.h * s.w * 16], s.h, s.w, y0, x0,
+        InputTile(blocked + (n * (C / 16) + cb) * s.h * s.w * 16, s.h, s.w, y0 - 1, x0 - 1,
                   [&](int e, __m512 value) { _mm512_storeu_ps(out + e * vs, value); });
       }
     }
     // products: m[e][t][k] = sum_c v[e][t][c] u[e][c][k]
     for (int e = 0; e < 36; ++e) {
-      const float* ue = u_ + e * C * K;
+      const float* ue = u + e * C * K;
       const float* ve = v + e * vs;
       float* me = m + e * ms;
       for (int64_t k0 = 0; k0 < K; k0 += 16 * kColumns) {
@@ -463,7 +490,8 @@ class Conv3x3 {
     }
     // output transform, plus bias, transposed to (k, 4 x 4) and written to y (n, k, h, w)
     for (int64_t t = 0; t < T; ++t) {
-      const int64_t tile = t0 + t, n = tile / (th_ * tw_), y0 = tile / tw_ % th_ * 4, x0 = tile % tw_ * 4;
+      int64_t n, y0, x0;
+      s.TileOrigin(t0 + t, &n, &y0, &x0);
       const int64_t rows_out = s.h - y0 < 4 ? s.h - y0 : 4, cols_out = s.w - x0 < 4 ? s.w - x0 : 4;
       const __mmask8 mask = static_cast<__mmask8>((1u << cols_out) - 1);
       for (int64_t kb = 0; kb < K; kb += 16) {
@@ -497,11 +525,9 @@ class Conv3x3 {
     }
   }
 
-  int64_t th_ = 0, tw_ = 0;
-  const float* u_ = nullptr;  // this call's kernel transform
   std::map<std::pair<const float*, bool>, TransformedKernel> kernels_;
   uint64_t uses_ = 0;
-  std::vector<float> xb_, gb_, m_;
+  std::vector<float> xb_, gb_, m_;  // x and dy in 16-channel blocks; the weight gradient's 36 sums
   std::vector<std::vector<float>> scratch_;
 };
 
